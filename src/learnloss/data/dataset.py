@@ -1,0 +1,101 @@
+"""The in-memory dataset every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from learnloss.errors import DatasetFormatError
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Training-time augmentation: random crop after zero padding of ``pad`` pixels, optional horizontal flip."""
+
+    pad: int = 0
+    flip: bool = False
+
+
+@dataclass
+class Dataset:
+    """A train/test split held as tensors.
+
+    ``x_*`` are ``(N, C, H, W)`` (images) or ``(N, C, L)`` / ``(N, D)`` tensors. Images are kept as ``uint8``
+    (0..255) to bound memory and converted to float per batch by :meth:`to_float`; other data is ``float32``.
+    ``mean``/``std`` are per-channel statistics of the *float* training inputs, used for normalisation.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if x.shape[0] != y.shape[0]:
+                raise DatasetFormatError(
+                    f"dataset {self.name!r}: {split} split has {x.shape[0]} inputs but {y.shape[0]} labels"
+                )
+            if x.shape[0] == 0:
+                raise DatasetFormatError(f"dataset {self.name!r}: {split} split is empty")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DatasetFormatError(
+                f"dataset {self.name!r}: train inputs {tuple(self.x_train.shape[1:])} and test inputs "
+                f"{tuple(self.x_test.shape[1:])} differ in shape"
+            )
+        self.y_train = self.y_train.long()
+        self.y_test = self.y_test.long()
+        if self.mean is None or self.std is None:
+            self.mean, self.std = channel_stats(self.x_train)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, without the batch dimension."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Convert a batch of stored inputs to normalised float32 on the batch's device."""
+        return normalize(x, self.mean, self.std)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def _broadcast(stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return stat.to(x.device).view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Scale ``uint8`` inputs to [0, 1] and standardise each channel (dimension 1)."""
+    return (_as_float(x) - _broadcast(mean, x)) / _broadcast(std, x)
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the float inputs, computed in chunks to bound memory."""
+    dims = [0] + list(range(2, x.dim()))
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for start in range(0, x.shape[0], chunk):
+        part = _as_float(x[start : start + chunk]).double()
+        total += part.sum(dim=dims)
+        total_sq += (part * part).sum(dim=dims)
+        count += part.numel() // x.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
