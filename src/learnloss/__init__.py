@@ -1,0 +1,78 @@
+"""learnloss: Learning Loss for Active Learning (Yoo & Kweon, CVPR 2019) for any PyTorch model.
+
+Attach a loss prediction module to your model with :func:`attach`, train it jointly with
+:class:`Trainer`, and rank unlabeled samples with :class:`LearningLossStrategy` or any baseline, in an
+:class:`ActiveLearningLoop`.
+"""
+
+from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
+from learnloss.active.oracle import GroundTruthOracle, Oracle
+from learnloss.active.pool import Pool
+from learnloss.active.scoring import BatchOutputs, ModelView, Need
+from learnloss.data.dataset import AugmentSpec, Dataset
+from learnloss.errors import LearnLossError, UsageError
+from learnloss.lpm import FeatureTaps, LearningLoss, LossPredictionModule, attach, margin_ranking_loss, mse_loss
+from learnloss.strategies import (
+    CoreSet,
+    Entropy,
+    LearningLossStrategy,
+    LeastConfidence,
+    Margin,
+    RandomSampling,
+    Strategy,
+    TrueLoss,
+    build_strategy,
+)
+from learnloss.tasks import ClassificationTask, Task
+from learnloss.training import TrainConfig, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveLearningLoop",
+    "AugmentSpec",
+    "BatchOutputs",
+    "ClassificationTask",
+    "CoreSet",
+    "CycleResult",
+    "Dataset",
+    "Entropy",
+    "FeatureTaps",
+    "GroundTruthOracle",
+    "LearnLossError",
+    "LearningLoss",
+    "LearningLossStrategy",
+    "LeastConfidence",
+    "LoopConfig",
+    "LossPredictionModule",
+    "Margin",
+    "ModelView",
+    "Need",
+    "Oracle",
+    "Pool",
+    "RandomSampling",
+    "Strategy",
+    "Task",
+    "TrainConfig",
+    "Trainer",
+    "TrueLoss",
+    "UsageError",
+    "attach",
+    "build_strategy",
+    "build_model",
+    "load_dataset",
+    "margin_ranking_loss",
+    "mse_loss",
+]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports of the heavier registries
+    if name == "build_model":
+        from learnloss.models import build_model
+
+        return build_model
+    if name == "load_dataset":
+        from learnloss.data import load_dataset
+
+        return load_dataset
+    raise AttributeError(f"module 'learnloss' has no attribute {name!r}")

@@ -1,0 +1,18 @@
+"""The loss prediction module, its feature taps and its losses (Yoo & Kweon, CVPR 2019)."""
+
+from learnloss.lpm.attach import LearningLoss, attach
+from learnloss.lpm.losses import LPM_LOSSES, get_lpm_loss, margin_ranking_loss, mse_loss
+from learnloss.lpm.module import LossPredictionModule
+from learnloss.lpm.taps import FeatureTaps, pool_features
+
+__all__ = [
+    "LPM_LOSSES",
+    "FeatureTaps",
+    "LearningLoss",
+    "LossPredictionModule",
+    "attach",
+    "get_lpm_loss",
+    "margin_ranking_loss",
+    "mse_loss",
+    "pool_features",
+]

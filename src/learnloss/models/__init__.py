@@ -1,0 +1,21 @@
+"""Bundled target models: CIFAR-style ResNets (He et al. 2016) and a small CNN, with tapping metadata
+for the loss prediction module of Yoo & Kweon (CVPR 2019)."""
+
+from __future__ import annotations
+
+from learnloss.models.registry import available_models, build_model, default_taps, embedding_layer
+from learnloss.models.resnet import RESNET_DEPTHS, BasicBlock, Bottleneck, ResNet, resnet
+from learnloss.models.small_cnn import SmallCNN
+
+__all__ = [
+    "RESNET_DEPTHS",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "SmallCNN",
+    "available_models",
+    "build_model",
+    "default_taps",
+    "embedding_layer",
+    "resnet",
+]

@@ -1,0 +1,135 @@
+"""Streaming inference over a pool: one forward pass per batch, keeping only per-sample values.
+
+Whatever a strategy needs (probabilities, LPM scores, embeddings, true losses) is computed lazily from the
+batch's single forward pass; only the per-sample values the strategy keeps are moved to the CPU, so memory
+grows with the number of scored samples times what is kept of each, never with the pool's features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from learnloss.data.batches import Batch
+from learnloss.errors import UsageError
+from learnloss.lpm.attach import LearningLoss
+from learnloss.lpm.taps import FeatureTaps, pool_features
+from learnloss.tasks.base import Task
+
+
+class Need(str, Enum):
+    """What a strategy asks the loop to provide."""
+
+    PROBABILITIES = "probabilities"
+    EMBEDDINGS = "embeddings"
+    LPM_SCORES = "lpm_scores"
+    TRUE_LOSSES = "true_losses"
+    LABELED_EMBEDDINGS = "labeled_embeddings"
+
+
+class ModelView:
+    """The target model with whatever is attached to it: an LPM, and/or taps for embeddings.
+
+    Args:
+        model: the target model.
+        task: the task that turns outputs into losses and probabilities.
+        learning_loss: the attached LPM, if any.
+        embedding_taps: taps whose only layer gives embeddings, used when there is no LPM.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        learning_loss: LearningLoss | None = None,
+        embedding_taps: FeatureTaps | None = None,
+    ) -> None:
+        self.model, self.task, self.learning_loss, self.embedding_taps = model, task, learning_loss, embedding_taps
+
+    def modules(self) -> list[nn.Module]:
+        return [self.model] + ([self.learning_loss.lpm] if self.learning_loss is not None else [])
+
+    def embeddings(self) -> torch.Tensor:
+        if self.learning_loss is not None:
+            return self.learning_loss.embeddings()
+        if self.embedding_taps is None:
+            raise UsageError("embeddings were requested but no embedding layer is tapped")
+        return pool_features(self.embedding_taps.features[0])
+
+    def _attached(self) -> list[LearningLoss | FeatureTaps]:
+        return [taps for taps in (self.learning_loss, self.embedding_taps) if taps is not None]
+
+    def clear(self) -> None:
+        """Free the features captured by the last forward pass."""
+        for taps in self._attached():
+            taps.clear()
+
+    def remove(self) -> None:
+        """Remove every hook from the model."""
+        for taps in self._attached():
+            taps.remove()
+
+
+class BatchOutputs:
+    """Lazily derived per-sample values of one forward pass; each is computed at most once."""
+
+    def __init__(self, view: ModelView, indices: torch.Tensor, output: Any, targets: torch.Tensor | None) -> None:
+        self.view, self.indices, self.output, self.targets = view, indices, output, targets
+
+    @cached_property
+    def probabilities(self) -> torch.Tensor:
+        return self.view.task.probabilities(self.output)
+
+    @cached_property
+    def lpm_scores(self) -> torch.Tensor:
+        if self.view.learning_loss is None:
+            raise UsageError("LPM scores were requested but no loss prediction module is attached")
+        return self.view.learning_loss.predicted_loss()
+
+    @cached_property
+    def embeddings(self) -> torch.Tensor:
+        return self.view.embeddings()
+
+    @cached_property
+    def true_losses(self) -> torch.Tensor:
+        if self.targets is None:
+            raise UsageError("true losses need ground-truth labels, which only a simulation has")
+        return self.view.task.per_sample_loss(self.output, self.targets)
+
+
+def stream(
+    view: ModelView,
+    batches: Iterable[Batch],
+    collect: Callable[[BatchOutputs], dict[str, torch.Tensor]],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run the model over ``batches`` in eval mode without gradients and keep what ``collect`` returns.
+
+    Returns the pool indices in the order they were visited and, for each key of ``collect``, the values
+    aligned with those indices — so a shuffled batch order cannot misalign scores and samples.
+    """
+    modules = view.modules()
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    indices: list[np.ndarray] = []
+    kept: dict[str, list[np.ndarray]] = {}
+    try:
+        with torch.inference_mode():
+            for index, inputs, targets in batches:
+                outputs = BatchOutputs(view, index, view.model(inputs), targets)
+                for key, value in collect(outputs).items():
+                    kept.setdefault(key, []).append(value.detach().float().cpu().numpy())
+                indices.append(index.numpy())
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+        view.clear()
+    if not indices:
+        return np.empty(0, dtype=np.int64), {}
+    return np.concatenate(indices), {key: np.concatenate(values) for key, values in kept.items()}

@@ -1,0 +1,176 @@
+"""The ``learnloss`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from learnloss.errors import LearnLossError, UsageError
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _subset(text: str) -> int | str:
+    return "all" if text.lower() == "all" else _positive_int(text)
+
+
+def _epochs_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 160 or 80,120, got {text!r}") from None
+
+
+def _stop_grad(text: str) -> int | str:
+    if text.lower() == "never":
+        return "never"
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected an epoch ≥ 0 or 'never', got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from learnloss.protocols import available_protocols
+
+    parser = argparse.ArgumentParser(
+        prog="learnloss", description="Learning Loss for Active Learning (Yoo & Kweon, CVPR 2019) and baselines."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a simulated active-learning experiment",
+        description="Run a simulated active-learning experiment. --protocol picks a preset; explicit flags "
+        "override it. When only --epochs is overridden, the LR milestones and stop-gradient epoch scale with it.",
+    )
+    run.add_argument("--out", required=True, type=Path, help="output folder for results.json and learning_curve.png")
+    run.add_argument("--protocol", default="quick", help=f"preset: {', '.join(available_protocols())} (default quick)")
+    run.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, tiny-imagenet, imagefolder, npz")
+    run.add_argument("--data-dir", help="folder (or .npz file) holding the dataset's files")
+    run.add_argument("--no-download", dest="download", action="store_false", default=None,
+                     help="never download missing dataset files")
+    run.add_argument("--strategy", help="learning-loss, random, entropy, least-confidence, margin, core-set, true-loss")
+    run.add_argument("--model", help="resnet18, resnet34, resnet50, resnet101, resnet152, small-cnn")
+    run.add_argument("--layers", type=lambda s: [p for p in s.split(",") if p], help="comma-separated layers for the LPM")
+    run.add_argument("--initial", type=_positive_int, help="initial random labels")
+    run.add_argument("--query", type=_positive_int, help="K: labels added per cycle")
+    run.add_argument("--cycles", type=_positive_int, help="training cycles (cycles-1 queries)")
+    run.add_argument("--subset", type=_subset, help="M: unlabeled samples scored per cycle, or 'all'")
+    run.add_argument("--epochs", type=_positive_int)
+    run.add_argument("--batch-size", type=_positive_int)
+    run.add_argument("--lr", type=_finite_float)
+    run.add_argument("--milestones", type=_epochs_list, help="epochs where the LR drops ×0.1, e.g. 160")
+    run.add_argument("--lpm-loss", choices=["ranking", "mse"])
+    run.add_argument("--lpm-weight", type=_finite_float, help="λ, weight of the loss-prediction loss")
+    run.add_argument("--margin", type=_finite_float, help="ξ, margin of the ranking loss")
+    run.add_argument("--stop-grad-epoch", type=_stop_grad, help="epoch from which the LPM's gradient is cut, or 'never'")
+    run.add_argument("--reset", choices=["warm", "reinit"], help="warm-start or re-initialise the model each cycle")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    compare = commands.add_parser("compare", help="compare runs: AUBC and final accuracy, mean ± std over seeds")
+    compare.add_argument("dirs", nargs="+", type=Path, help="run folders, or folders holding run folders")
+    compare.add_argument("--plot", type=Path, help="overlay plot path (default: comparison.png in the first folder)")
+    return parser
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the output folder {folder}: {error.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"the output folder {folder} is not writable; choose another --out")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from learnloss.experiment import run_experiment
+    from learnloss.reports.plots import plot_learning_curve
+    from learnloss.reports.results import write_json_atomic
+    from learnloss.reports.compare import format_curve_table
+
+    _check_writable(args.out)
+    overrides = {
+        key: getattr(args, key)
+        for key in ("dataset", "data_dir", "download", "strategy", "model", "layers", "initial", "query", "cycles",
+                    "subset", "epochs", "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin",
+                    "stop_grad_epoch", "reset", "seed", "device")
+    }
+    bar = tqdm(desc="cycles", unit="cycle", disable=args.quiet, leave=False)
+
+    def on_cycle(result) -> None:  # noqa: ANN001
+        bar.update(1)
+        bar.write(
+            f"cycle {result.cycle}: {result.n_labeled} labels, test accuracy {result.test_accuracy:.4f}"
+            + (f", LPM ranking accuracy {result.lpm_ranking_accuracy:.4f}" if result.lpm_ranking_accuracy is not None else "")
+        )
+
+    try:
+        results = run_experiment(args.protocol, overrides, progress=not args.quiet, on_cycle=on_cycle)
+    finally:
+        bar.close()
+    write_json_atomic(args.out / "results.json", results)
+    plot_learning_curve(results, args.out / "learning_curve.png")
+    config = results["config"]
+    print(f"{config['strategy']} on {config['dataset']} ({config['model']}, seed {config['seed']}, reset {config['reset']})")
+    print(format_curve_table(results))
+    print(f"AUBC {results['aubc']:.4f}")
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'learning_curve.png'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from learnloss.reports.compare import compare_runs, format_table, group_runs
+    from learnloss.reports.plots import plot_comparison
+
+    rows = compare_runs(args.dirs)
+    print(format_table(rows))
+    plot = args.plot or (args.dirs[0] / "comparison.png")
+    plot_comparison(group_runs(args.dirs), plot)
+    print(f"wrote {plot}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``learnloss`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run, "compare": cmd_compare}[args.command](args)
+    except LearnLossError as error:
+        print(f"learnloss: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("learnloss: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Dataset names: :func:`load_dataset` maps a name to its loader and, for file-backed datasets, its files.
+
+============== ======================================= ==================== =====================
+name           source                                  inputs               augmentation
+============== ======================================= ==================== =====================
+digits         scikit-learn, bundled (offline)         uint8 (N, 1, 8, 8)   pad 1
+mnist          IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2
+fashion-mnist  IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2, flip
+cifar10        python pickles, downloadable            uint8 (N, 3, 32, 32) pad 4, flip
+cifar100       python pickles (fine labels), download. uint8 (N, 3, 32, 32) pad 4, flip
+tiny-imagenet  JPEG tree, downloadable                 uint8 (N, 3, 64, 64) pad 8, flip
+imagefolder    ``data_dir/<class>/*`` images           uint8 (N, C, H, W)   pad min(H, W) // 8
+npz            ``data_dir`` ``.npz`` file              as stored            pad min(H, W) // 8
+============== ======================================= ==================== =====================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from learnloss.data.cifar import load_cifar10, load_cifar100
+from learnloss.data.dataset import AugmentSpec, Dataset
+from learnloss.data.digits import load_digits
+from learnloss.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset
+from learnloss.data.imagefolder import load_imagefolder
+from learnloss.data.locate import require_files
+from learnloss.data.npz import load_npz
+from learnloss.data.sources import SOURCES
+from learnloss.data.tiny_imagenet import load_tiny_imagenet
+from learnloss.errors import UnknownNameError
+
+__all__ = ["available_datasets", "canonical_name", "load_dataset"]
+
+Loader = Callable[[str | os.PathLike[str] | None, bool], Dataset]
+
+
+def _from_files(name: str, build: Callable[[dict[str, Path]], Dataset]) -> Loader:
+    """A loader that finds (or downloads) the files of ``SOURCES[name]`` and passes them to ``build``."""
+
+    def load(data_dir: str | os.PathLike[str] | None, download: bool) -> Dataset:
+        return build(require_files(SOURCES[name], data_dir, download))
+
+    return load
+
+
+_LOADERS: dict[str, Loader] = {
+    "digits": lambda data_dir, download: load_digits(),
+    "mnist": _from_files("mnist", partial(load_idx_dataset, "mnist", MNIST_CLASSES, AugmentSpec(pad=2))),
+    "fashion-mnist": _from_files(
+        "fashion-mnist",
+        partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_CLASSES, AugmentSpec(pad=2, flip=True)),
+    ),
+    "cifar10": _from_files("cifar10", load_cifar10),
+    "cifar100": _from_files("cifar100", load_cifar100),
+    "tiny-imagenet": _from_files("tiny-imagenet", load_tiny_imagenet),
+    "imagefolder": lambda data_dir, download: load_imagefolder(data_dir),
+    "npz": lambda data_dir, download: load_npz(data_dir),
+}
+
+_ALIASES = {
+    "fmnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "tinyimagenet": "tiny-imagenet",
+    "tiny-imagenet-200": "tiny-imagenet",
+    "image-folder": "imagefolder",
+}
+
+
+def available_datasets() -> list[str]:
+    """The registered dataset names, sorted."""
+    return sorted(_LOADERS)
+
+
+def canonical_name(name: str) -> str:
+    """The registered name that ``name`` denotes (case-insensitive, ``_`` as ``-``, aliases such as ``fmnist``).
+
+    Raises:
+        UnknownNameError: ``name`` denotes no registered dataset (the message lists them).
+    """
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else ""
+    key = _ALIASES.get(key, key)
+    if key not in _LOADERS:
+        raise UnknownNameError("dataset", str(name), available_datasets())
+    return key
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
+    """Load the dataset ``name`` as a :class:`Dataset` of tensors.
+
+    For file-backed datasets ``data_dir`` is searched first, then ``$LEARNLOSS_DATA``, ``~/.cache/learnloss/<name>``
+    and system folders; missing files are downloaded into ``data_dir`` (default: the cache folder) when
+    ``download`` is true. ``imagefolder`` and ``npz`` read ``data_dir`` itself; ``digits`` ignores it.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered.
+        DatasetNotFoundError: the files are missing and could not be downloaded.
+        DatasetFormatError: the files are malformed (or a download failed its checksum).
+    """
+    return _LOADERS[canonical_name(name)](data_dir, download)

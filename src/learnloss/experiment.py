@@ -1,0 +1,84 @@
+"""One simulated active-learning experiment from named settings: what ``learnloss run`` does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
+from learnloss.data import load_dataset
+from learnloss.errors import UsageError
+from learnloss.models import build_model, default_taps, embedding_layer
+from learnloss.protocols import resolve_settings
+from learnloss.reports.metrics import aubc
+from learnloss.reports.results import environment_info
+from learnloss.strategies import build_strategy
+from learnloss.training.trainer import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def run_experiment(
+    protocol: str = "quick",
+    overrides: dict[str, Any] | None = None,
+    progress: bool = False,
+    on_cycle: Callable[[CycleResult], None] | None = None,
+) -> dict[str, Any]:
+    """Resolve the settings, run the loop and return the ``results.json`` document.
+
+    Every name and count is validated before any training starts.
+    """
+    settings = resolve_settings(protocol, overrides or {})
+    device = resolve_device(settings["device"])
+    strategy = build_strategy(settings["strategy"])
+    subset = None if settings["subset"] == "all" else int(settings["subset"])
+    stop_grad_epoch = None if settings["stop_grad_epoch"] == "never" else int(settings["stop_grad_epoch"])
+    train = TrainConfig(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        momentum=settings["momentum"], weight_decay=settings["weight_decay"], milestones=settings["milestones"],
+        gamma=settings["gamma"], lpm_weight=settings["lpm_weight"], margin=settings["margin"],
+        lpm_loss=settings["lpm_loss"], stop_grad_epoch=stop_grad_epoch, augment=settings["augment"],
+    )
+    dataset = load_dataset(settings["dataset"], settings["data_dir"], download=settings["download"])
+    torch.manual_seed(settings["seed"])
+    model = build_model(settings["model"], dataset.in_channels, dataset.num_classes)
+    layers = settings["layers"] or list(default_taps(model))
+    loop_config = LoopConfig(
+        initial=settings["initial"], query=settings["query"], cycles=settings["cycles"], subset=subset,
+        seed=settings["seed"], reset=settings["reset"], layers=layers,
+        embedding_layer=settings["embedding_layer"] or embedding_layer(model), lpm_width=settings["lpm_width"],
+    )
+    loop = ActiveLearningLoop(model, dataset, strategy, loop_config, train, device=device, progress=progress)
+    cycles = [result.to_dict() for result in loop.run(on_cycle)]
+    config = {
+        **settings,
+        "dataset": dataset.name,
+        "strategy": strategy.name,
+        "subset": subset if subset is not None else "all",
+        "layers": list(layers),
+        "embedding_layer": loop_config.embedding_layer,
+        "lpm_attached": loop.view.learning_loss is not None,
+        "milestones": list(train.milestones),
+        "device": str(device),
+        "pool_size": len(loop.pool),
+        "test_size": int(dataset.x_test.shape[0]),
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+    }
+    return {
+        "config": config,
+        "environment": environment_info(str(device)),
+        "cycles": cycles,
+        "aubc": aubc([c["n_labeled"] for c in cycles], [c["test_accuracy"] for c in cycles]),
+    }

@@ -1,0 +1,103 @@
+"""Attach a loss prediction module to any model in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from learnloss.errors import UsageError
+from learnloss.lpm.module import LossPredictionModule
+from learnloss.lpm.taps import FeatureTaps, pool_features
+
+
+class LearningLoss:
+    """A target model, feature taps on some of its layers, and the loss prediction module that reads them.
+
+    Create it with :func:`attach`. After ``model(x)``, :meth:`predicted_loss` returns the predicted
+    per-sample loss of that forward pass — the model runs once; the module reads the captured features.
+
+    Attributes:
+        model: the user's model, unchanged but for forward hooks.
+        taps: the :class:`FeatureTaps` on ``layers``.
+        lpm: the :class:`LossPredictionModule` (an ``nn.Module``: optimise ``lpm.parameters()``).
+        embedding_layer: the tapped layer whose pooled output serves as the sample embedding.
+    """
+
+    def __init__(self, model: nn.Module, taps: FeatureTaps, lpm: LossPredictionModule, embedding_layer: str) -> None:
+        self.model, self.taps, self.lpm, self.embedding_layer = model, taps, lpm, embedding_layer
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self.taps.layers
+
+    def predicted_loss(self, detach_features: bool = False) -> torch.Tensor:
+        """Predicted loss ``(B,)`` for the last forward pass of the model.
+
+        With ``detach_features=True`` the features are detached first: the module still learns, but no
+        gradient flows from it into the target model (the paper's stop-gradient after epoch 120 of 200).
+        """
+        features = self.taps.features
+        if detach_features:
+            features = [feature.detach() for feature in features]
+        return self.lpm(features)
+
+    def embeddings(self) -> torch.Tensor:
+        """Globally average-pooled output ``(B, C)`` of :attr:`embedding_layer` for the last forward pass."""
+        return pool_features(self.taps.features[self.layers.index(self.embedding_layer)])
+
+    def clear(self) -> None:
+        """Free the features captured by the last forward pass."""
+        self.taps.clear()
+
+    def remove(self) -> None:
+        """Remove the forward hooks from the model."""
+        self.taps.remove()
+
+
+def attach(
+    model: nn.Module,
+    layers: Sequence[str],
+    example_input: torch.Tensor,
+    width: int = 128,
+    embedding_layer: str | None = None,
+) -> LearningLoss:
+    """Attach a loss prediction module (Yoo & Kweon, CVPR 2019) to ``model``.
+
+    Args:
+        model: any ``nn.Module``; its ``forward`` is left as it is.
+        layers: dotted names of the submodules to tap (see ``model.named_modules()``). Their outputs may be
+            feature maps ``(B, C, H, W)`` of any size, sequences ``(B, T, C)`` or vectors ``(B, C)``.
+        example_input: one batch of inputs (``B ≥ 1``) used to check the taps and infer channel widths up front.
+        width: width of each level's FC layer (128 in the paper).
+        embedding_layer: tapped layer used for embeddings (core-set); defaults to the last of ``layers``.
+
+    Returns:
+        A :class:`LearningLoss`; move ``result.lpm`` to the model's device and add its parameters to an optimiser.
+
+    Raises:
+        LayerNotFoundError: a name is not a submodule (the message lists the available names).
+        FeatureShapeError: a tapped output cannot be read by the module.
+
+    Example:
+        >>> import torch, learnloss
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+        ...                           torch.nn.LazyLinear(10))
+        >>> ll = learnloss.attach(net, ["0", "2"], example_input=torch.zeros(2, 1, 8, 8))
+        >>> logits = net(torch.randn(4, 1, 8, 8))
+        >>> ll.predicted_loss().shape
+        torch.Size([4])
+    """
+    taps = FeatureTaps(model, layers)
+    try:
+        widths = taps.probe(example_input)
+        if embedding_layer is None:
+            embedding_layer = taps.layers[-1]
+        elif embedding_layer not in taps.layers:
+            raise UsageError(f"embedding_layer {embedding_layer!r} must be one of the tapped layers {taps.layers}")
+    except BaseException:
+        taps.remove()
+        raise
+    lpm = LossPredictionModule(widths, width=width).to(example_input.device)
+    return LearningLoss(model, taps, lpm, embedding_layer)

@@ -1,0 +1,329 @@
+"""The ``results.json`` file of one active-learning run: schema, atomic writing, validated loading.
+
+A run writes ``DIR/results.json``::
+
+    {
+      "config":      {...every resolved setting; at least "strategy", "dataset", "seed", "protocol"...},
+      "environment": {...see environment_info()...},
+      "cycles": [
+        {"cycle": int, "n_labeled": int, "test_accuracy": float,
+         "lpm_ranking_accuracy": float | null, "lpm_spearman": float | null,
+         "train_seconds": float, "query_seconds": float, "selected": [int, ...]},
+        ...
+      ],
+      "aubc": float | null
+    }
+
+``lpm_ranking_accuracy`` is the ranking accuracy of Yoo & Kweon, "Learning Loss for Active Learning",
+CVPR 2019 (see :func:`learnloss.reports.metrics.ranking_accuracy`); ``aubc`` the area under the budget
+curve of Zhan et al. 2021 (see :func:`learnloss.reports.metrics.aubc`); both are ``null`` when undefined.
+Non-finite floats are always written as ``null`` so the file stays valid JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learnloss.errors import UsageError
+
+__all__ = [
+    "CYCLE_FIELDS",
+    "REQUIRED_CONFIG_FIELDS",
+    "RESULTS_FILENAME",
+    "ResultsFormatError",
+    "ResultsNotFoundError",
+    "environment_info",
+    "load_results",
+    "resolve_results_path",
+    "validate_results",
+    "write_json_atomic",
+]
+
+RESULTS_FILENAME = "results.json"
+REQUIRED_CONFIG_FIELDS: tuple[str, ...] = ("strategy", "dataset", "seed", "protocol")
+
+_INT = "int"
+_NUM = "number"
+_NUM_OR_NULL = "number or null"
+_INT_LIST = "list of int"
+CYCLE_FIELDS: dict[str, str] = {
+    "cycle": _INT,
+    "n_labeled": _INT,
+    "test_accuracy": _NUM,
+    "lpm_ranking_accuracy": _NUM_OR_NULL,
+    "lpm_spearman": _NUM_OR_NULL,
+    "train_seconds": _NUM,
+    "query_seconds": _NUM,
+    "selected": _INT_LIST,
+}
+
+
+class ResultsFormatError(UsageError):
+    """A ``results.json`` file is not valid JSON or does not follow the results schema."""
+
+
+class ResultsNotFoundError(UsageError, FileNotFoundError):
+    """No ``results.json`` where one was expected."""
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _jsonable(obj: Any) -> Any:
+    """A copy of ``obj`` with NaN/inf as ``None`` and numpy / path / tuple values as plain JSON types.
+
+    Objects of other types are passed through unchanged, so :func:`json.dump` reports them.
+    """
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {(k if isinstance(k, str) else str(k)): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` so that readers see either the old file or the complete new one.
+
+    The JSON goes to a temporary file in the same directory, which is flushed, ``fsync``-ed and renamed over
+    ``path`` with :func:`os.replace`; then the directory is ``fsync``-ed. On any failure (an object that is not
+    JSON-serialisable, a full disk, an interrupt) the temporary file is removed and ``path`` is untouched.
+    NaN and infinite floats are written as ``null``; numpy scalars and arrays, tuples and paths are
+    converted to their JSON counterparts.
+
+    Raises:
+        TypeError: ``obj`` contains a value JSON cannot represent (the message names ``path``).
+        OSError: the directory does not exist or is not writable.
+    """
+    target = Path(path)
+    directory = target.parent
+    payload = _jsonable(obj)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            try:
+                json.dump(payload, handle, indent=2, allow_nan=False, ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"cannot write {target} as JSON: {exc}") from exc
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):  # mkstemp creates 0600; give the file ordinary permissions
+            os.chmod(tmp, (target.stat().st_mode & 0o777) if target.exists() else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(directory)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def resolve_results_path(path_or_dir: str | os.PathLike[str]) -> Path:
+    """``path_or_dir`` itself if it is a file, else ``path_or_dir/results.json``.
+
+    Raises:
+        ResultsNotFoundError: neither exists.
+    """
+    path = Path(path_or_dir)
+    if path.is_dir():
+        path = path / RESULTS_FILENAME
+    if not path.is_file():
+        raise ResultsNotFoundError(
+            f"no results file at {path}; pass a run directory that contains {RESULTS_FILENAME} "
+            "(written when a run finishes its cycles) or the path of the file itself"
+        )
+    return path
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return _is_int(value)
+    if kind == _NUM:
+        return _is_number(value)
+    if kind == _NUM_OR_NULL:
+        return value is None or _is_number(value)
+    if kind == _INT_LIST:
+        return isinstance(value, list) and all(_is_int(v) for v in value)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_results(results: Any, source: str | os.PathLike[str] = "<results>") -> dict[str, Any]:
+    """Check that ``results`` follows the ``results.json`` schema and return it.
+
+    ``source`` names the file in error messages. ``cycles`` may be empty (a run that has not finished a
+    cycle yet); when not, cycle numbers and label counts must be strictly increasing.
+
+    Raises:
+        ResultsFormatError: naming ``source`` and the missing or malformed field.
+    """
+    where = os.fspath(source)
+
+    def fail(field: str, problem: str) -> ResultsFormatError:
+        return ResultsFormatError(
+            f"{where}: field {field!r} {problem}; rewrite the file with the current learnloss version or fix "
+            "that field by hand"
+        )
+
+    if not isinstance(results, dict):
+        raise fail("<top level>", f"must be a JSON object, got {type(results).__name__}")
+    for key, kind in (("config", dict), ("environment", dict), ("cycles", list)):
+        if key not in results:
+            raise fail(key, "is missing")
+        if not isinstance(results[key], kind):
+            raise fail(key, f"must be a JSON {'object' if kind is dict else 'array'}, got {_describe(results[key])}")
+    config = results["config"]
+    for key in REQUIRED_CONFIG_FIELDS:
+        if key not in config:
+            raise fail(f"config.{key}", "is missing")
+        if key == "seed":
+            if not _is_int(config[key]):
+                raise fail(f"config.{key}", f"must be an int, got {_describe(config[key])}")
+        elif not isinstance(config[key], str) or not config[key]:
+            raise fail(f"config.{key}", f"must be a non-empty string, got {_describe(config[key])}")
+    previous: dict[str, Any] | None = None
+    for i, cycle in enumerate(results["cycles"]):
+        if not isinstance(cycle, dict):
+            raise fail(f"cycles[{i}]", f"must be a JSON object, got {_describe(cycle)}")
+        for key, kind in CYCLE_FIELDS.items():
+            if key not in cycle:
+                raise fail(f"cycles[{i}].{key}", "is missing")
+            if not _check(cycle[key], kind):
+                raise fail(f"cycles[{i}].{key}", f"must be {kind}, got {_describe(cycle[key])}")
+        if previous is not None:
+            for key in ("cycle", "n_labeled"):
+                if cycle[key] <= previous[key]:
+                    raise fail(
+                        f"cycles[{i}].{key}",
+                        f"must be larger than in the previous cycle ({previous[key]}), got {cycle[key]}",
+                    )
+        previous = cycle
+    if "aubc" not in results:
+        raise fail("aubc", "is missing")
+    if not _check(results["aubc"], _NUM_OR_NULL):
+        raise fail("aubc", f"must be a number or null, got {_describe(results['aubc'])}")
+    return results
+
+
+def load_results(path_or_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a ``results.json`` (``path_or_dir`` is the file or the run directory holding it).
+
+    Raises:
+        ResultsNotFoundError: there is no such file.
+        ResultsFormatError: the file is not valid JSON or misses / mistypes a field; the message names the
+            file and the field.
+    """
+    path = resolve_results_path(path_or_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultsFormatError(f"{path}: not UTF-8 text ({exc}); is this really a results.json?") from exc
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsFormatError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; the file may be "
+            "truncated or edited by hand -- re-run or repair it"
+        ) from exc
+    return validate_results(results, path)
+
+
+# --------------------------------------------------------------------------------------------- environment
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info(device: str) -> dict[str, Any]:
+    """Versions and hardware a run used, for the ``environment`` section of ``results.json``.
+
+    Keys: ``python``, ``platform``, ``torch``, ``cuda`` (torch's CUDA version or ``None``), ``numpy``,
+    ``scipy``, ``sklearn``, ``device`` (as given), ``device_name`` (:func:`torch.cuda.get_device_name` for a
+    CUDA device, else the processor), ``cpu_count`` and ``torch_threads``.
+
+    Raises:
+        UsageError: ``device`` is not a valid torch device string, or names CUDA while CUDA is unavailable.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"invalid device {device!r}: {exc}; use e.g. 'cpu', 'cuda' or 'cuda:0'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} names CUDA but CUDA is not available; use device 'cpu'")
+        device_name = torch.cuda.get_device_name(dev)
+    elif dev.type == "mps":
+        device_name = "Apple MPS"
+    else:
+        device_name = platform.processor() or platform.machine() or dev.type
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "numpy": np.__version__,
+        "scipy": _version("scipy"),
+        "sklearn": _version("scikit-learn"),
+        "device": device,
+        "device_name": device_name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }

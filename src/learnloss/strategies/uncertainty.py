@@ -1,0 +1,60 @@
+"""Uncertainty baselines on class probabilities: entropy, least confidence, margin.
+
+References:
+    Settles, "Active Learning Literature Survey", 2009, Sec. 3.1 (uncertainty sampling).
+    Shannon entropy as used by Yoo & Kweon (CVPR 2019) as a baseline.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+
+from learnloss.active.scoring import BatchOutputs, Need
+from learnloss.strategies.base import ScoreStrategy
+
+
+class UncertaintyStrategy(ScoreStrategy):
+    """Score each sample by an uncertainty of its predicted class distribution."""
+
+    needs = frozenset({Need.PROBABILITIES})
+
+    def score(self, batch: BatchOutputs) -> torch.Tensor:
+        return self.uncertainty(batch.probabilities)
+
+    @staticmethod
+    @abstractmethod
+    def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
+        """Uncertainty ``(B,)`` of probabilities ``(B, K)``; higher is more uncertain."""
+
+
+class Entropy(UncertaintyStrategy):
+    """Predictive entropy ``-Σ_k p_k log p_k``."""
+
+    name = "entropy"
+
+    @staticmethod
+    def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
+        return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=1)
+
+
+class LeastConfidence(UncertaintyStrategy):
+    """One minus the probability of the predicted class."""
+
+    name = "least-confidence"
+
+    @staticmethod
+    def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
+        return 1.0 - probabilities.max(dim=1).values
+
+
+class Margin(UncertaintyStrategy):
+    """Negative gap between the two most probable classes (a small gap is uncertain)."""
+
+    name = "margin"
+
+    @staticmethod
+    def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
+        top2 = probabilities.topk(2, dim=1).values
+        return top2[:, 1] - top2[:, 0]

@@ -1,0 +1,157 @@
+"""Joint training of the target model and the loss prediction module.
+
+Objective (Yoo & Kweon, CVPR 2019, Eq. 5): ``mean_b l_b + λ · L_loss(l̂, l)``, with the target losses ``l``
+detached inside ``L_loss``. From epoch :attr:`TrainConfig.stop_grad_epoch` on, the LPM reads detached
+features, so it keeps learning but no longer moves the target model (Sec. 4.1: after epoch 120 of 200).
+One forward pass of the target model per step: the LPM reads the features captured by the forward hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from learnloss.active.scoring import ModelView
+from learnloss.data.batches import Batch
+from learnloss.errors import TrainingDivergedError, UsageError
+from learnloss.lpm.losses import get_lpm_loss
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and loss settings. Defaults are the paper's CIFAR-10 recipe (Sec. 4.1).
+
+    Attributes:
+        epochs: training epochs per cycle.
+        batch_size: mini-batch size.
+        lr: initial learning rate of SGD (model and LPM alike).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        milestones: epochs at which the learning rate is multiplied by ``gamma``.
+        gamma: learning-rate decay factor.
+        lpm_weight: λ, the weight of the loss-prediction loss.
+        margin: ξ, the margin of the ranking loss.
+        lpm_loss: ``ranking`` (the paper's Eq. 2) or ``mse`` (the ablation).
+        stop_grad_epoch: epochs ``0 .. stop_grad_epoch-1`` train with the LPM's gradient into the target;
+            from this epoch on it is cut. ``None`` never cuts it.
+        augment: apply the dataset's training augmentation.
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: Sequence[int] = field(default_factory=lambda: (160,))
+    gamma: float = 0.1
+    lpm_weight: float = 1.0
+    margin: float = 1.0
+    lpm_loss: str = "ranking"
+    stop_grad_epoch: int | None = 120
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("lr", "lpm_weight", "margin", "weight_decay", "momentum"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise UsageError(f"{name} must be a finite {'positive' if name == 'lr' else 'non-negative'} number, got {value}")
+        if self.stop_grad_epoch is not None and self.stop_grad_epoch < 0:
+            raise UsageError(f"stop_grad_epoch must be ≥ 0 or None, got {self.stop_grad_epoch}")
+        self.milestones = tuple(sorted(int(m) for m in self.milestones))
+        get_lpm_loss(self.lpm_loss)  # fail early on an unknown name
+
+
+@dataclass
+class EpochLog:
+    """What one epoch did."""
+
+    epoch: int
+    lr: float
+    task_loss: float
+    lpm_loss: float | None
+    features_detached: bool
+
+
+class Trainer:
+    """Train a :class:`~learnloss.active.scoring.ModelView` (the model and its LPM, if any) on batches."""
+
+    def __init__(self, config: TrainConfig, progress: bool = False) -> None:
+        self.config = config
+        self.progress = progress
+        self.lpm_loss = get_lpm_loss(config.lpm_loss)
+
+    def make_optimizer(self, view: ModelView) -> torch.optim.Optimizer:
+        """SGD over the model and the LPM with the same settings (the paper's recipe)."""
+        params = [p for module in view.modules() for p in module.parameters() if p.requires_grad]
+        return torch.optim.SGD(
+            params, lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
+        )
+
+    def fit(
+        self,
+        view: ModelView,
+        batches: Iterable[Batch],
+        on_epoch: Callable[[EpochLog], None] | None = None,
+    ) -> list[EpochLog]:
+        """Train for ``config.epochs`` passes over ``batches`` (re-iterated each epoch) and return the epoch logs.
+
+        Raises:
+            TrainingDivergedError: an epoch's loss became NaN or infinite.
+        """
+        config = self.config
+        optimizer = self.make_optimizer(view)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
+        ll = view.learning_loss
+        for module in view.modules():
+            module.train()
+        logs = []
+        epochs = tqdm(range(config.epochs), desc="train", unit="epoch", leave=False, disable=not self.progress)
+        for epoch in epochs:
+            detach = config.stop_grad_epoch is not None and epoch >= config.stop_grad_epoch
+            task_sum = lpm_sum = None
+            steps = 0
+            for _, inputs, targets in batches:
+                output = view.model(inputs)
+                losses = view.task.per_sample_loss(output, targets)
+                task_loss = losses.mean()
+                total = task_loss
+                if ll is not None:
+                    lpm_loss = self.lpm_loss(ll.predicted_loss(detach_features=detach), losses.detach(), config.margin)
+                    total = task_loss + config.lpm_weight * lpm_loss
+                    lpm_sum = lpm_loss.detach() if lpm_sum is None else lpm_sum + lpm_loss.detach()
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                task_sum = task_loss.detach() if task_sum is None else task_sum + task_loss.detach()
+                steps += 1
+            view.clear()
+            if steps == 0:
+                raise UsageError("training got no batches: the labeled set is empty")
+            log = EpochLog(
+                epoch=epoch,
+                lr=optimizer.param_groups[0]["lr"],
+                task_loss=float(task_sum) / steps,
+                lpm_loss=None if lpm_sum is None else float(lpm_sum) / steps,
+                features_detached=detach,
+            )
+            # One host sync per epoch, not per step: a NaN step is caught at the end of its epoch.
+            if not math.isfinite(log.task_loss) or (log.lpm_loss is not None and not math.isfinite(log.lpm_loss)):
+                raise TrainingDivergedError(
+                    f"training diverged in epoch {epoch + 1}: task loss {log.task_loss}, LPM loss {log.lpm_loss}; "
+                    f"lower the learning rate (now {config.lr}) or λ (now {config.lpm_weight}), or check the data "
+                    "for NaN/inf values"
+                )
+            scheduler.step()  # after the epoch's optimiser steps (METHOD.md §3.11)
+            logs.append(log)
+            if on_epoch is not None:
+                on_epoch(log)
+            epochs.set_postfix(loss=f"{log.task_loss:.3f}")
+        return logs
+
