@@ -1,10 +1,14 @@
-"""Fixtures of the dataset tests: an isolated home, no real data folders, and no network beyond 127.0.0.1."""
+"""Fixtures of the dataset tests: an isolated home, no real data folders, and no network beyond 127.0.0.1.
+
+The fake-file writers live in ``datafakes`` (importable thanks to the ``sys.path`` entry added here).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +18,15 @@ import pytest
 from learnloss.data import download
 from learnloss.data.sources import SOURCES
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 _LOCAL = {"127.0.0.1", "::1", "localhost"}
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Point HOME at a temporary folder, drop data/mirror settings and system folders, forbid remote sockets."""
-    home = tmp_path / "home"
-    home.mkdir()
+def isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point HOME at a fresh folder, drop data/mirror settings and system folders, forbid remote host names."""
+    home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     for var in list(os.environ):
         if var == "LEARNLOSS_DATA" or var.startswith("LEARNLOSS_MIRROR_"):

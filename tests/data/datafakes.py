@@ -34,7 +34,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + big.tobytes()
 
 
-def write_idx_set(folder: Path, gz: bool = True, n_train: int = 12, n_test: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+def write_idx_set(
+    folder: Path, gz: bool = True, n_train: int = 12, n_test: int = 5, seed: int = 0
+) -> dict[str, np.ndarray]:
     """The four MNIST files of random 28x28 images and labels 0..9 in ``folder``; returns the arrays by name."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -67,13 +69,14 @@ def write_cifar10(folder: Path, per_batch: int = 3, seed: int = 0) -> dict[str, 
     xs, ys = [], []
     for i in range(1, 7):
         x, y = _images(rng, per_batch), rng.integers(0, 10, per_batch).tolist()
-        batch = {b"batch_label": b"batch", b"labels": y, b"data": x.reshape(per_batch, -1), b"filenames": [b"a"] * per_batch}
+        batch = {b"batch_label": b"b", b"labels": y, b"data": x.reshape(per_batch, -1), b"filenames": [b"a"] * len(y)}
         (root / (f"data_batch_{i}" if i < 6 else "test_batch")).write_bytes(cifar_pickle(batch))
         xs.append(x)
         ys.append(y)
     names = [f"class{i}".encode() for i in range(10)]
     (root / "batches.meta").write_bytes(cifar_pickle({b"label_names": names, b"num_vis": 3072}))
-    return {"x_train": np.concatenate(xs[:5]), "y_train": np.concatenate(ys[:5]), "x_test": xs[5], "y_test": np.array(ys[5])}
+    train = {"x_train": np.concatenate(xs[:5]), "y_train": np.concatenate(ys[:5])}
+    return {**train, "x_test": xs[5], "y_test": np.array(ys[5])}
 
 
 def write_cifar100(folder: Path, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
@@ -92,7 +95,9 @@ def write_cifar100(folder: Path, n: int = 4, seed: int = 0) -> dict[str, np.ndar
     return out
 
 
-def write_image(path: Path, color: int | tuple[int, int, int], size: tuple[int, int] = (64, 64), mode: str = "RGB") -> None:
+def write_image(
+    path: Path, color: int | tuple[int, int, int], size: tuple[int, int] = (64, 64), mode: str = "RGB"
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, color).save(path)
 

@@ -111,6 +111,7 @@ def _check_writable(folder: Path) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from learnloss.active.loop import CycleResult
     from learnloss.experiment import run_experiment
     from learnloss.reports.plots import plot_learning_curve
     from learnloss.reports.results import write_json_atomic
@@ -123,19 +124,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "subset", "epochs", "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin",
                     "stop_grad_epoch", "reset", "seed", "device")
     }
-    bar = tqdm(desc="cycles", unit="cycle", disable=args.quiet, leave=False)
-
-    def on_cycle(result) -> None:  # noqa: ANN001
-        bar.update(1)
-        bar.write(
+    def on_cycle(result: CycleResult) -> None:
+        if args.quiet:
+            return
+        lpm = result.lpm_ranking_accuracy
+        tqdm.write(
             f"cycle {result.cycle}: {result.n_labeled} labels, test accuracy {result.test_accuracy:.4f}"
-            + (f", LPM ranking accuracy {result.lpm_ranking_accuracy:.4f}" if result.lpm_ranking_accuracy is not None else "")
+            + (f", LPM ranking accuracy {lpm:.4f}" if lpm is not None else ""),
+            file=sys.stderr,
         )
 
-    try:
-        results = run_experiment(args.protocol, overrides, progress=not args.quiet, on_cycle=on_cycle)
-    finally:
-        bar.close()
+    results = run_experiment(args.protocol, overrides, progress=not args.quiet, on_cycle=on_cycle)
     write_json_atomic(args.out / "results.json", results)
     plot_learning_curve(results, args.out / "learning_curve.png")
     config = results["config"]

@@ -16,6 +16,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -158,7 +159,7 @@ def fetch(spec: SourceSpec, dest: Path) -> None:
         try:
             path = download_file(url, dest / remote.name, remote.md5)
         except (OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None) or exc
+            reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
             raise DatasetNotFoundError(f"could not download {url} into {dest} ({reason})") from exc
         if remote.extract:
             extract_archive(path, dest)

@@ -1,0 +1,106 @@
+"""The simulated loop: budgets, reset policy, reproducibility, per-cycle records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learnloss.active.loop import ActiveLearningLoop, LoopConfig
+from learnloss.active.pool import Pool
+from learnloss.errors import BudgetError, UsageError
+from learnloss.strategies import build_strategy
+from learnloss.training import TrainConfig
+from tests_support import TinyNet, make_dataset
+
+
+def _loop(strategy="learning-loss", seed=0, reset="warm", cycles=3, **loop_kwargs):
+    torch.manual_seed(seed)
+    config = dict(initial=20, query=10, cycles=cycles, subset=50, seed=seed, reset=reset, layers=["conv", "hidden"],
+                  embedding_layer="hidden")
+    config.update(loop_kwargs)
+    return ActiveLearningLoop(TinyNet(), make_dataset(), build_strategy(strategy), LoopConfig(**config),
+                              TrainConfig(epochs=2, batch_size=16, lr=0.05, milestones=(), stop_grad_epoch=1))
+
+
+def test_cycles_record_labels_metrics_and_selection():
+    loop = _loop()
+    results = loop.run()
+    assert [r.n_labeled for r in results] == [20, 30, 40]
+    assert [len(r.selected) for r in results] == [10, 10, 0]
+    assert all(0.0 <= r.test_accuracy <= 1.0 for r in results)
+    assert all(0.0 <= r.lpm_ranking_accuracy <= 1.0 and -1 <= r.lpm_spearman <= 1 for r in results)
+    selected = np.concatenate([r.selected for r in results]).astype(np.int64)
+    assert len(np.unique(selected)) == 20
+    assert loop.pool.n_labeled == 40
+    assert np.array_equal(loop.pool.labels[selected], loop.dataset.y_train.numpy()[selected])
+    assert sorted(loop.pool.labeled_at[selected].tolist()) == [1] * 10 + [2] * 10
+
+
+def test_baselines_train_without_an_lpm():
+    results = _loop("entropy", cycles=2).run()
+    assert results[0].lpm_ranking_accuracy is None
+
+
+@pytest.mark.parametrize("strategy", ["learning-loss", "entropy", "core-set", "random"])
+def test_same_seed_same_selected_samples(strategy):
+    a = [r.selected for r in _loop(strategy, seed=5).run()]
+    b = [r.selected for r in _loop(strategy, seed=5).run()]
+    c = [r.selected for r in _loop(strategy, seed=6).run()]
+    assert a == b
+    assert a != c
+
+
+def test_initial_set_is_shared_across_strategies_for_a_seed():
+    initial = []
+    for strategy in ("random", "learning-loss"):
+        loop = _loop(strategy, seed=4)
+        loop.run()
+        initial.append(set(np.flatnonzero(loop.pool.labeled_at == 0).tolist()))
+    assert initial[0] == initial[1]
+
+
+def _weights(loop):
+    return [p.detach().clone() for m in loop.view.modules() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("reset", ["warm", "reinit"])
+def test_reset_policy_is_honoured(reset):
+    loop = _loop(reset=reset, cycles=2)
+    initial = _weights(loop)
+    seen = []
+    fit = loop.trainer.fit
+
+    def spy(view, batches):
+        seen.append(_weights(loop))
+        return fit(view, batches)
+
+    loop.trainer.fit = spy
+    loop.run()
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], initial))
+    at_second = [torch.equal(a, b) for a, b in zip(seen[1], initial)]
+    assert all(at_second) if reset == "reinit" else not any(at_second)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"initial": 100, "query": 20, "cycles": 3}, BudgetError, "exceeds the pool of 120"),
+        ({"initial": 0}, UsageError, "--initial"),
+        ({"query": -1}, UsageError, "--query"),
+        ({"subset": 5}, UsageError, "--subset"),
+        ({"reset": "sometimes"}, UsageError, "--reset"),
+    ],
+)
+def test_bad_loop_settings_fail_before_training(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _loop(**kwargs)
+
+
+def test_pool_refuses_inconsistent_labels_atomically():
+    pool = Pool(10)
+    pool.add_labels([1, 2], [0, 1], cycle=0)
+    for indices, labels in (([2, 3], [0, 0]), ([4, 4], [0, 0]), ([10], [0]), ([5], [-1]), ([5, 6], [0])):
+        with pytest.raises(UsageError):
+            pool.add_labels(indices, labels, cycle=1)
+    assert pool.n_labeled == 2 and pool.labeled_indices.tolist() == [1, 2]
