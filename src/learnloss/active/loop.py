@@ -98,6 +98,7 @@ class CycleResult:
     selected: list[int]
 
     def to_dict(self) -> dict:
+        """The cycle as a JSON-ready dict (the ``cycles`` entries of ``results.json``)."""
         return asdict(self)
 
 

@@ -22,4 +22,5 @@ class GroundTruthOracle:
         self.labels = np.asarray(labels)
 
     def label(self, indices: np.ndarray) -> np.ndarray:
+        """The dataset's labels of ``indices``."""
         return self.labels[np.asarray(indices, dtype=np.int64)]

@@ -26,14 +26,17 @@ class Pool:
 
     @property
     def labeled_indices(self) -> np.ndarray:
+        """Sorted indices of labeled samples."""
         return np.flatnonzero(self.labeled_at >= 0)
 
     @property
     def unlabeled_indices(self) -> np.ndarray:
+        """Sorted indices of unlabeled samples."""
         return np.flatnonzero(self.labeled_at < 0)
 
     @property
     def n_labeled(self) -> int:
+        """Number of labeled samples."""
         return int((self.labeled_at >= 0).sum())
 
     def add_labels(self, indices: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray, cycle: int) -> None:

@@ -53,9 +53,11 @@ class ModelView:
         self.model, self.task, self.learning_loss, self.embedding_taps = model, task, learning_loss, embedding_taps
 
     def modules(self) -> list[nn.Module]:
+        """The trainable modules: the model, then the LPM if one is attached."""
         return [self.model] + ([self.learning_loss.lpm] if self.learning_loss is not None else [])
 
     def embeddings(self) -> torch.Tensor:
+        """Pooled embeddings ``(B, C)`` of the last forward pass."""
         if self.learning_loss is not None:
             return self.learning_loss.embeddings()
         if self.embedding_taps is None:

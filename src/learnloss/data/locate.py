@@ -77,16 +77,17 @@ def require_files(
     found = locate(spec, data_dir)
     if found is not None:
         return found
-    if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
+    given = Path(data_dir).expanduser() if data_dir is not None else None
+    if given is not None and given.exists() and not given.is_dir():
         raise DatasetNotFoundError(
-            f"{spec.name}: data dir {Path(data_dir)} is a file; pass the folder holding {spec.describe_files()}"
+            f"{spec.name}: data dir {given} is a file; pass the folder holding {spec.describe_files()}"
         )
     if not spec.remote:
-        reason = "it cannot be downloaded automatically."
+        reason = "they cannot be downloaded automatically"
     elif not download:
         reason = f"automatic download is off; get {_remote_urls(spec)}"
     else:
-        dest = Path(data_dir).expanduser() if data_dir is not None else cache_dir(spec.name)
+        dest = given if given is not None else cache_dir(spec.name)
         try:
             fetch(spec, dest)
         except DatasetNotFoundError as exc:
