@@ -9,8 +9,8 @@ import torch
 
 from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
 from learnloss.data import load_dataset
-from learnloss.errors import UsageError
-from learnloss.models import build_model, default_taps, embedding_layer
+from learnloss.errors import UnknownNameError, UsageError
+from learnloss.models import available_models, build_model, default_taps, embedding_layer
 from learnloss.protocols import resolve_settings
 from learnloss.reports.metrics import aubc
 from learnloss.reports.results import environment_info
@@ -50,6 +50,8 @@ def run_experiment(
         gamma=settings["gamma"], lpm_weight=settings["lpm_weight"], margin=settings["margin"],
         lpm_loss=settings["lpm_loss"], stop_grad_epoch=stop_grad_epoch, augment=settings["augment"],
     )
+    if settings["model"].lower().replace("_", "-") not in available_models():  # before the data is loaded
+        raise UnknownNameError("model", settings["model"], available_models())
     dataset = load_dataset(settings["dataset"], settings["data_dir"], download=settings["download"])
     torch.manual_seed(settings["seed"])
     model = build_model(settings["model"], dataset.in_channels, dataset.num_classes)

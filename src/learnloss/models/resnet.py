@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from learnloss.errors import UsageError
+from learnloss.models.init import init_weights
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "RESNET_DEPTHS", "resnet"]
 
@@ -134,7 +135,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
         self.embedding_dim = width * 8 * block.expansion
-        self._init_weights()
+        init_weights(self)
 
     def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int) -> nn.Sequential:
         modules: list[nn.Module] = []
@@ -142,15 +143,6 @@ class ResNet(nn.Module):
             modules.append(block(self._in_planes, planes, s))
             self._in_planes = planes * block.expansion
         return nn.Sequential(*modules)
-
-    def _init_weights(self) -> None:
-        """Kaiming-normal convolutions (He et al. 2015), batch norm weight 1 and bias 0."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits ``(B, num_classes)`` of a batch ``(B, in_channels, H, W)``."""

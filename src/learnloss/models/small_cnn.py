@@ -12,6 +12,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from learnloss.models.init import init_weights
+
 from learnloss.models.resnet import _check_positive
 
 __all__ = ["SmallCNN"]
@@ -54,12 +56,7 @@ class SmallCNN(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.hidden = nn.Sequential(nn.Linear(4 * width, HIDDEN_DIM), nn.ReLU(inplace=True))
         self.fc = nn.Linear(HIDDEN_DIM, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits ``(B, num_classes)`` of a batch ``(B, in_channels, H, W)``."""
