@@ -126,8 +126,10 @@ def stream(
             for index, inputs, targets in batches:
                 outputs = BatchOutputs(view, index, view.model(inputs), targets)
                 for key, value in collect(outputs).items():
-                    kept.setdefault(key, []).append(value.detach().float().cpu().numpy())
-                indices.append(index.numpy())
+                    # Copy into memory numpy owns: keeping many small torch storages alive between the large
+                    # per-batch activations fragments the heap, and resident memory then grows with the pool.
+                    kept.setdefault(key, []).append(value.detach().float().cpu().numpy().copy())
+                indices.append(index.numpy().copy())
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
