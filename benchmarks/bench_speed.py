@@ -2,11 +2,12 @@
 
 Usage:
     python benchmarks/bench_speed.py throughput [--model resnet18] [--size 32] [--channels 3] [--batch-size 128]
-                                                [--steps 20] [--device auto]
+                                                [--steps 20] [--repeats 3] [--device auto]
     python benchmarks/bench_speed.py memory [--pool 10000 100000 1000000] [--model small-cnn] [--size 28]
 
 ``throughput`` prints training images/s of the plain target model and of the target with the LPM attached
-(same batches, same optimiser), the LPM's share of step time, and scoring images/s (eval mode, LPM scores).
+(same batches, same optimiser; medians of alternating repeats), the LPM's share of step time, and scoring
+images/s (eval mode, LPM scores).
 ``memory`` scores synthetic pools streamed batch by batch, each pool size in a fresh subprocess, and prints
 the peak resident memory added by scoring: it must not grow with the pool beyond the 12 bytes per sample of
 the kept scores and indices.
@@ -59,31 +60,34 @@ def throughput(args: argparse.Namespace) -> dict:
     device = _device(args.device)
     shape = (args.channels, args.size, args.size)
     batches = list(SyntheticBatches(args.batch_size * args.steps, shape, args.batch_size, device))
+    scoring = list(SyntheticBatches(args.batch_size * args.steps * 2, shape, args.batch_size * 2, device))
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-               "model": args.model, "input": list(shape), "batch_size": args.batch_size}
-    for with_lpm in (False, True):
+               "model": args.model, "input": list(shape), "batch_size": args.batch_size, "repeats": args.repeats}
+    views, trainer = {}, Trainer(TrainConfig(epochs=1, milestones=(), stop_grad_epoch=None))
+    for name in ("plain", "lpm"):
         torch.manual_seed(0)
         model = build_model(args.model, args.channels, 10).to(device)
-        ll = learnloss.attach(model, default_taps(model), batches[0][1][:2]) if with_lpm else None
-        view = ModelView(model, ClassificationTask(), ll)
-        trainer = Trainer(TrainConfig(epochs=1, milestones=(), stop_grad_epoch=None))
-        trainer.fit(view, batches[:3])  # warm-up
-        _sync(device)
-        start = time.perf_counter()
-        trainer.fit(view, batches)
-        _sync(device)
-        results["train_images_per_s_" + ("lpm" if with_lpm else "plain")] = len(batches) * args.batch_size / (time.perf_counter() - start)
-        if with_lpm:
-            strategy = LearningLossStrategy()
-            scoring = list(SyntheticBatches(args.batch_size * args.steps * 2, shape, args.batch_size * 2, device))
-            stream(view, scoring[:2], strategy.collect)
+        ll = learnloss.attach(model, default_taps(model), batches[0][1][:2]) if name == "lpm" else None
+        views[name] = ModelView(model, ClassificationTask(), ll)
+        trainer.fit(views[name], batches[:3])  # warm-up
+    times: dict[str, list[float]] = {"plain": [], "lpm": [], "score": []}
+    for _ in range(args.repeats):  # alternate so that drifts of the machine hit both alike
+        for name, view in views.items():
             _sync(device)
             start = time.perf_counter()
-            stream(view, scoring, strategy.collect)
+            trainer.fit(view, batches)
             _sync(device)
-            results["score_images_per_s"] = len(scoring) * args.batch_size * 2 / (time.perf_counter() - start)
-    plain, lpm = results["train_images_per_s_plain"], results["train_images_per_s_lpm"]
-    results["lpm_share_of_step_time"] = 1 - lpm / plain
+            times[name].append(time.perf_counter() - start)
+        _sync(device)
+        start = time.perf_counter()
+        stream(views["lpm"], scoring, LearningLossStrategy().collect)
+        _sync(device)
+        times["score"].append(time.perf_counter() - start)
+    median = {name: float(np.median(values)) for name, values in times.items()}
+    results["train_images_per_s_plain"] = len(batches) * args.batch_size / median["plain"]
+    results["train_images_per_s_lpm"] = len(batches) * args.batch_size / median["lpm"]
+    results["score_images_per_s"] = len(scoring) * args.batch_size * 2 / median["score"]
+    results["lpm_share_of_step_time"] = 1 - median["plain"] / median["lpm"]
     return results
 
 
@@ -128,6 +132,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pool", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
