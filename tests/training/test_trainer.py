@@ -93,3 +93,16 @@ def test_nan_loss_raises_a_clear_error(tiny_dataset, tiny_net):
 def test_bad_settings_are_usage_errors(kwargs, match):
     with pytest.raises(UsageError, match=match):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("n, batch_size, sizes", [(49, 16, [16, 16, 17]), (45, 7, [7] * 6 + [3]), (1, 4, [1])])
+def test_odd_batches_train_and_a_trailing_single_sample_is_folded_in(tiny_dataset, tiny_net, n, batch_size, sizes):
+    """METHOD.md §3.5: odd batch sizes must not crash the pairing; BatchNorm cannot train on one sample,
+    so a trailing batch of one joins the batch before it (no sample is dropped)."""
+    batches = ArrayBatches(tiny_dataset.x_train, tiny_dataset.y_train, np.arange(n), batch_size,
+                           tiny_dataset.to_float, torch.device("cpu"), shuffle=torch.Generator().manual_seed(0),
+                           merge_singleton=True)
+    assert [len(index) for index, _, _ in batches] == sizes and len(batches) == len(sizes)
+    if n > 1:
+        logs = Trainer(TrainConfig(epochs=1, lr=0.01, milestones=())).fit(_view(tiny_net, tiny_dataset), batches)
+        assert np.isfinite(logs[0].lpm_loss)

@@ -113,9 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from learnloss.active.loop import CycleResult
     from learnloss.experiment import run_experiment
+    from learnloss.reports.compare import format_curve_table
     from learnloss.reports.plots import plot_learning_curve
     from learnloss.reports.results import write_json_atomic
-    from learnloss.reports.compare import format_curve_table
 
     _check_writable(args.out)
     overrides = {
@@ -124,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "subset", "epochs", "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin",
                     "stop_grad_epoch", "reset", "seed", "device")
     }
+
     def on_cycle(result: CycleResult) -> None:
         if args.quiet:
             return
@@ -146,13 +147,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from learnloss.reports.compare import compare_runs, format_table, group_runs
+    from learnloss.reports.compare import format_table, group_runs, summarise_groups
     from learnloss.reports.plots import plot_comparison
 
-    rows = compare_runs(args.dirs)
-    print(format_table(rows))
+    groups = group_runs(args.dirs)
+    print(format_table(summarise_groups(groups)))
     plot = args.plot or (args.dirs[0] / "comparison.png")
-    plot_comparison(group_runs(args.dirs), plot)
+    plot_comparison(groups, plot)
     print(f"wrote {plot}")
     return 0
 

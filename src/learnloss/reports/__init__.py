@@ -15,6 +15,7 @@ from learnloss.reports.compare import (
     format_table,
     group_runs,
     strategy_label,
+    summarise_groups,
 )
 from learnloss.reports.metrics import aubc, mean_std, ranking_accuracy, spearman
 from learnloss.reports.plots import plot_comparison, plot_learning_curve
@@ -48,6 +49,7 @@ __all__ = [
     "ranking_accuracy",
     "spearman",
     "strategy_label",
+    "summarise_groups",
     "validate_results",
     "write_json_atomic",
 ]

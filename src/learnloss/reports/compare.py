@@ -27,6 +27,7 @@ __all__ = [
     "format_curve_table",
     "format_table",
     "group_runs",
+    "summarise_groups",
     "strategy_label",
 ]
 
@@ -196,7 +197,11 @@ def compare_runs(dirs: Sequence[str | os.PathLike[str]]) -> list[ComparisonRow]:
         ResultsNotFoundError: a path does not exist or holds no ``results.json``.
         ResultsFormatError: a file is malformed or a run has no cycles.
     """
-    groups = group_runs(dirs)
+    return summarise_groups(group_runs(dirs))
+
+
+def summarise_groups(groups: dict[str, list[dict[str, Any]]]) -> list[ComparisonRow]:
+    """Rows of :func:`compare_runs` from runs already grouped by :func:`group_runs`."""
     datasets = sorted({str(run["config"]["dataset"]) for runs in groups.values() for run in runs})
     if len(datasets) > 1:
         warnings.warn(
