@@ -9,24 +9,13 @@ import torch
 
 from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
 from learnloss.data import load_dataset
-from learnloss.errors import UnknownNameError, UsageError
-from learnloss.models import available_models, build_model, default_taps, embedding_layer
+from learnloss.device import resolve_device
+from learnloss.models import default_taps, embedding_layer, model_builder
 from learnloss.protocols import resolve_settings
 from learnloss.reports.metrics import aubc
 from learnloss.reports.results import environment_info
 from learnloss.strategies import build_strategy
 from learnloss.training.trainer import TrainConfig
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
 
 
 def run_experiment(
@@ -50,11 +39,10 @@ def run_experiment(
         gamma=settings["gamma"], lpm_weight=settings["lpm_weight"], margin=settings["margin"],
         lpm_loss=settings["lpm_loss"], stop_grad_epoch=stop_grad_epoch, augment=settings["augment"],
     )
-    if settings["model"].lower().replace("_", "-") not in available_models():  # before the data is loaded
-        raise UnknownNameError("model", settings["model"], available_models())
+    make_model = model_builder(settings["model"])  # an unknown name fails before the data is loaded
     dataset = load_dataset(settings["dataset"], settings["data_dir"], download=settings["download"])
     torch.manual_seed(settings["seed"])
-    model = build_model(settings["model"], dataset.in_channels, dataset.num_classes)
+    model = make_model(dataset.in_channels, dataset.num_classes)
     layers = settings["layers"] or list(default_taps(model))
     loop_config = LoopConfig(
         initial=settings["initial"], query=settings["query"], cycles=settings["cycles"], subset=subset,

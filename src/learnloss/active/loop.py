@@ -134,7 +134,6 @@ class ActiveLearningLoop:
         self.task = task or ClassificationTask()
         self.oracle = oracle or GroundTruthOracle(dataset.y_train.numpy())
         self.device = torch.device(device)
-        self.progress = progress
         self.pool = Pool(dataset.x_train.shape[0])
         self.trainer = Trainer(train, progress=progress)
         model = model.to(self.device)
@@ -154,21 +153,25 @@ class ActiveLearningLoop:
         self._initial_rng, self._subset_rng, self._strategy_rng = (np.random.default_rng(s) for s in seeds)
         self._generator = torch.Generator().manual_seed(loop.seed)
 
-    def _batches(self, indices: np.ndarray, train: bool, reveal: bool = False) -> ArrayBatches:
-        """Training batches of labeled samples, or scoring batches (no labels unless ``reveal``: the oracle's
-        answers for the true-loss diagnostic, which only a simulation can afford)."""
+    def _train_batches(self) -> ArrayBatches:
+        """Shuffled, augmented batches of the labeled samples with the pool's labels."""
         data = self.dataset
-        if train:
-            return ArrayBatches(
-                data.x_train, torch.as_tensor(self.pool.labels), indices, self.train_config.batch_size,
-                data.to_float, self.device, shuffle=self._generator,
-                augment=data.augment if self.train_config.augment else None, merge_singleton=True,
-            )
-        targets = None
-        if reveal:
-            targets = torch.full((len(self.pool),), -1, dtype=torch.long)
-            targets[torch.as_tensor(indices)] = torch.as_tensor(self.oracle.label(indices), dtype=torch.long)
-        return ArrayBatches(data.x_train, targets, indices, self.loop.eval_batch_size, data.to_float, self.device)
+        return ArrayBatches(
+            data.x_train, torch.as_tensor(self.pool.labels), self.pool.labeled_indices, self.train_config.batch_size,
+            data.to_float, self.device, shuffle=self._generator,
+            augment=data.augment if self.train_config.augment else None, merge_singleton=True,
+        )
+
+    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor | None, indices: np.ndarray) -> ArrayBatches:
+        """Batches for scoring and evaluation: in order, never augmented."""
+        return ArrayBatches(x, y, indices, self.loop.eval_batch_size, self.dataset.to_float, self.device)
+
+    def _revealed_labels(self, indices: np.ndarray) -> torch.Tensor:
+        """The oracle's labels of ``indices`` as a pool-sized tensor, for the true-loss diagnostic that only a
+        simulation can afford."""
+        targets = torch.full((len(self.pool),), -1, dtype=torch.long)
+        targets[torch.as_tensor(indices)] = torch.as_tensor(self.oracle.label(indices), dtype=torch.long)
+        return targets
 
     def label(self, indices: np.ndarray, cycle: int) -> None:
         """Ask the oracle for the labels of ``indices`` and record them in the pool."""
@@ -184,10 +187,7 @@ class ActiveLearningLoop:
             metric.update(batch.output, batch.targets)
             return {"loss": batch.true_losses, "predicted": batch.lpm_scores} if has_lpm else {}
 
-        batches = ArrayBatches(
-            data.x_test, data.y_test, np.arange(data.x_test.shape[0]), self.loop.eval_batch_size, data.to_float, self.device
-        )
-        _, values = stream(self.view, batches, collect)
+        _, values = stream(self.view, self._eval_batches(data.x_test, data.y_test, np.arange(len(data.y_test))), collect)
         if not has_lpm:
             return metric.compute(), None, None
         return (
@@ -201,13 +201,13 @@ class ActiveLearningLoop:
         strategy = self.strategy
         candidates = self.pool.sample_unlabeled(self.loop.subset, self._subset_rng)
         values: dict[str, np.ndarray] = {}
+        x = self.dataset.x_train
         if strategy.needs:
-            reveal = Need.TRUE_LOSSES in strategy.needs
-            visited, values = stream(self.view, self._batches(candidates, train=False, reveal=reveal), strategy.collect)
-            candidates = visited
+            targets = self._revealed_labels(candidates) if Need.TRUE_LOSSES in strategy.needs else None
+            candidates, values = stream(self.view, self._eval_batches(x, targets, candidates), strategy.collect)
         context = QueryContext(rng=self._strategy_rng, device=self.device)
         if Need.LABELED_EMBEDDINGS in strategy.needs:
-            _, labeled = stream(self.view, self._batches(self.pool.labeled_indices, train=False),
+            _, labeled = stream(self.view, self._eval_batches(x, None, self.pool.labeled_indices),
                                 lambda batch: {"embedding": batch.embeddings})
             context.labeled_embeddings = labeled["embedding"]
         return strategy.query(candidates, values, k, context)
@@ -222,16 +222,17 @@ class ActiveLearningLoop:
                 for module, state in zip(self.view.modules(), self._initial_state):
                     module.load_state_dict(state)
             start = time.perf_counter()
-            self.trainer.fit(self.view, self._batches(self.pool.labeled_indices, train=True))
+            self.trainer.fit(self.view, self._train_batches())
             train_seconds = time.perf_counter() - start
             accuracy, rank_accuracy, rho = self.evaluate()
+            n_labeled = self.pool.n_labeled
             selected = np.empty(0, dtype=np.int64)
             start = time.perf_counter()
             if cycle < loop.cycles - 1:
                 selected = self.query(loop.query)
                 self.label(selected, cycle + 1)
             result = CycleResult(
-                cycle=cycle, n_labeled=self.pool.n_labeled - len(selected), test_accuracy=accuracy,
+                cycle=cycle, n_labeled=n_labeled, test_accuracy=accuracy,
                 lpm_ranking_accuracy=rank_accuracy, lpm_spearman=rho, train_seconds=train_seconds,
                 query_seconds=time.perf_counter() - start, selected=selected.tolist(),
             )

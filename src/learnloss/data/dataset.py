@@ -16,6 +16,11 @@ class AugmentSpec:
     pad: int = 0
     flip: bool = False
 
+    @classmethod
+    def for_unknown_images(cls, height: int, width: int) -> AugmentSpec:
+        """Crop after padding an eighth of the smaller side, no flip: for images whose content is unknown."""
+        return cls(pad=max(1, min(height, width) // 8), flip=False)
+
 
 @dataclass
 class Dataset:

@@ -80,7 +80,7 @@ def load_imagefolder(data_dir: str | os.PathLike[str] | None) -> Dataset:
     reference = f"{(train_files + test_files)[0]} is"
     x_train = torch.from_numpy(read_images(train_files, mode, size, reference))
     x_test = torch.from_numpy(read_images(test_files, mode, size, reference))
-    augment = AugmentSpec(pad=max(1, min(size) // 8), flip=False)
+    augment = AugmentSpec.for_unknown_images(size[1], size[0])
     return Dataset(
         "imagefolder", x_train, torch.from_numpy(y_train), x_test, torch.from_numpy(y_test), classes, augment
     )

@@ -96,5 +96,5 @@ def load_npz(data_dir: str | os.PathLike[str] | None) -> Dataset:
         labels = torch.cat([y_train, y_test])
         classes = [str(k) for k in range(int(labels.max()) + 1 if len(labels) else 0)]
     x_train, x_test = _inputs(arrays["x_train"], f"{path}: x_train"), _inputs(arrays["x_test"], f"{path}: x_test")
-    augment = AugmentSpec(pad=max(1, min(x_train.shape[2:]) // 8), flip=False) if x_train.dim() == 4 else AugmentSpec()
+    augment = AugmentSpec.for_unknown_images(*x_train.shape[2:]) if x_train.dim() == 4 else AugmentSpec()
     return Dataset("npz", x_train, y_train, x_test, y_test, classes, augment)

@@ -3,7 +3,7 @@ for the loss prediction module of Yoo & Kweon (CVPR 2019)."""
 
 from __future__ import annotations
 
-from learnloss.models.registry import available_models, build_model, default_taps, embedding_layer
+from learnloss.models.registry import available_models, build_model, default_taps, embedding_layer, model_builder
 from learnloss.models.resnet import RESNET_DEPTHS, BasicBlock, Bottleneck, ResNet, resnet
 from learnloss.models.small_cnn import SmallCNN
 
@@ -17,5 +17,6 @@ __all__ = [
     "build_model",
     "default_taps",
     "embedding_layer",
+    "model_builder",
     "resnet",
 ]

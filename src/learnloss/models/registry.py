@@ -20,7 +20,7 @@ from learnloss.errors import LayerNotFoundError, UnknownNameError, UsageError
 from learnloss.models.resnet import resnet
 from learnloss.models.small_cnn import SmallCNN
 
-__all__ = ["available_models", "build_model", "default_taps", "embedding_layer"]
+__all__ = ["available_models", "build_model", "default_taps", "embedding_layer", "model_builder"]
 
 
 def _resnet_builder(depth: int) -> Callable[[int, int], nn.Module]:
@@ -57,10 +57,20 @@ def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
         UnknownNameError: ``name`` is not registered (the message lists the registered names).
         UsageError: ``in_channels`` or ``num_classes`` is not a positive integer.
     """
+    return model_builder(name)(in_channels, num_classes)
+
+
+def model_builder(name: str) -> Callable[[int, int], nn.Module]:
+    """The factory ``(in_channels, num_classes) -> model`` registered as ``name`` (case-insensitive), so a name
+    can be checked before the data that fixes those sizes is loaded.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message lists the registered names).
+    """
     key = _normalise(name) if isinstance(name, str) else name
     if key not in _MODELS:
         raise UnknownNameError("model", str(name), available_models())
-    return _MODELS[key](in_channels, num_classes)
+    return _MODELS[key]
 
 
 def _model_name(model: nn.Module) -> str:

@@ -302,13 +302,10 @@ def environment_info(device: str) -> dict[str, Any]:
     """
     import torch
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise UsageError(f"invalid device {device!r}: {exc}; use e.g. 'cpu', 'cuda' or 'cuda:0'") from exc
+    from learnloss.device import resolve_device
+
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} names CUDA but CUDA is not available; use device 'cpu'")
         device_name = torch.cuda.get_device_name(dev)
     elif dev.type == "mps":
         device_name = "Apple MPS"
