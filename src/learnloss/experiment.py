@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
@@ -26,8 +28,11 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Resolve the settings, run the loop and return the ``results.json`` document.
 
-    Every name and count is validated before any training starts.
+    Every name and count is validated before any training starts. The document records the resolved settings
+    (``config``), the environment, every cycle, the AUBC, the initial labeled set (so paired comparisons can be
+    checked) and the run's wall time.
     """
+    started = time.perf_counter()
     settings = resolve_settings(protocol, overrides or {})
     device = resolve_device(settings["device"])
     strategy = build_strategy(settings["strategy"])
@@ -42,7 +47,7 @@ def run_experiment(
     make_model = model_builder(settings["model"])  # an unknown name fails before the data is loaded
     dataset = load_dataset(settings["dataset"], settings["data_dir"], download=settings["download"])
     torch.manual_seed(settings["seed"])
-    model = make_model(dataset.in_channels, dataset.num_classes)
+    model = make_model(dataset.in_channels, dataset.num_classes, dropout=settings["dropout"])
     layers = settings["layers"] or list(default_taps(model))
     loop_config = LoopConfig(
         initial=settings["initial"], query=settings["query"], cycles=settings["cycles"], subset=subset,
@@ -71,4 +76,6 @@ def run_experiment(
         "environment": environment_info(str(device)),
         "cycles": cycles,
         "aubc": aubc([c["n_labeled"] for c in cycles], [c["test_accuracy"] for c in cycles]),
+        "initial_labeled": np.flatnonzero(loop.pool.labeled_at == 0).tolist(),
+        "wall_seconds": time.perf_counter() - started,
     }

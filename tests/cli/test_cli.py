@@ -107,3 +107,48 @@ def test_console_entry_point_runs_as_a_module(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "unknown strategy 'nope'" in proc.stderr
+
+
+def test_bench_runs_the_grid_and_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--protocol", "quick", "--strategies", "random", "learning-loss:lpm-loss=mse", "--seeds", "0", "1",
+            "--out", str(out), *FAST]
+    assert main(args) == 0
+    assert len(list(out.rglob("results.json"))) == 4
+    report = (out / "report.md").read_text()
+    assert "learnloss " + " ".join(args) in report
+    assert "| learning-loss (lpm_loss=mse) | 2 |" in report and "### Against random" in report
+    printed = capsys.readouterr().out
+    assert "learning-loss (lpm_loss=mse)" in printed and f"wrote {out / 'report.md'}" in printed
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("learning-loss:lpm-loss=msx", "argument --lpm-loss: invalid choice: 'msx'"),
+        ("random:colour=red", "unrecognized arguments: --colour red"),
+        ("random:epochs", "expected SETTING=VALUE after ':', got 'epochs'"),
+        (":epochs=2", "the strategy name is missing"),
+        ("entrpy", "unknown strategy 'entrpy'"),
+    ],
+)
+def test_a_bad_bench_strategy_is_one_clear_line_and_runs_nothing(tmp_path, capsys, spec, fragment):
+    out = tmp_path / "bench"
+    assert main(["bench", "--strategies", "random", spec, "--seeds", "0", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("learnloss: error:") and fragment in err and "Traceback" not in err
+    assert not list(out.rglob("results.json"))
+
+
+def test_arm_settings_are_parsed_like_run_flags():
+    from learnloss.cli.main import parse_arm
+
+    arm = parse_arm("learning-loss:stop-grad-epoch=never:milestones=8,12:lpm_weight=0.5:subset=all")
+    assert arm.strategy == "learning-loss"
+    assert dict(arm.overrides) == {"stop_grad_epoch": "never", "milestones": [8, 12], "lpm_weight": 0.5, "subset": "all"}
+
+
+def test_dropout_must_be_a_probability(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--out", str(tmp_path / "x"), "--dropout", "1.5"])
+    assert info.value.code == 2 and "probability" in capsys.readouterr().err

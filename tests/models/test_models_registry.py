@@ -79,3 +79,25 @@ def test_declared_but_missing_layer() -> None:
 def test_build_model_validates_sizes() -> None:
     with pytest.raises(UsageError):
         build_model("resnet18", 0, 10)
+
+
+@pytest.mark.parametrize("name", ["small-cnn", "resnet18"])
+def test_dropout_before_the_classifier(name):
+    from learnloss.models import build_model
+
+    assert isinstance(build_model(name, 1, 10).dropout, nn.Identity), "the paper's networks have no dropout"
+    model = build_model(name, 1, 10, dropout=0.4)
+    assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == 0.4
+    x = torch.rand(4, 1, 16, 16)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x)), "dropout is not applied in training"
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, "0.3"])
+def test_bad_dropout_is_a_usage_error(p):
+    from learnloss.models import build_model
+
+    with pytest.raises(UsageError, match="dropout must be a probability"):
+        build_model("small-cnn", 1, 10, dropout=p)

@@ -148,6 +148,7 @@ class ActiveLearningLoop:
             embedding_taps = FeatureTaps(model, [loop.embedding_layer])
             embedding_taps.probe(example)
         self.view = ModelView(model, self.task, learning_loss, embedding_taps)
+        strategy.check(self.view)
         self._initial_state = [copy.deepcopy(module.state_dict()) for module in self.view.modules()]
         seeds = np.random.SeedSequence(loop.seed).spawn(3)
         self._initial_rng, self._subset_rng, self._strategy_rng = (np.random.default_rng(s) for s in seeds)
@@ -202,10 +203,11 @@ class ActiveLearningLoop:
         candidates = self.pool.sample_unlabeled(self.loop.subset, self._subset_rng)
         values: dict[str, np.ndarray] = {}
         x = self.dataset.x_train
+        context = QueryContext(rng=self._strategy_rng, device=self.device)
         if strategy.needs:
             targets = self._revealed_labels(candidates) if Need.TRUE_LOSSES in strategy.needs else None
-            candidates, values = stream(self.view, self._eval_batches(x, targets, candidates), strategy.collect)
-        context = QueryContext(rng=self._strategy_rng, device=self.device)
+            with strategy.scoring(self.view, context):
+                candidates, values = stream(self.view, self._eval_batches(x, targets, candidates), strategy.collect)
         if Need.LABELED_EMBEDDINGS in strategy.needs:
             _, labeled = stream(self.view, self._eval_batches(x, None, self.pool.labeled_indices),
                                 lambda batch: {"embedding": batch.embeddings})

@@ -31,6 +31,7 @@ class Need(str, Enum):
     LPM_SCORES = "lpm_scores"
     TRUE_LOSSES = "true_losses"
     LABELED_EMBEDDINGS = "labeled_embeddings"
+    INPUTS = "inputs"  # the strategy runs passes of its own over each batch (MC dropout)
 
 
 class ModelView:
@@ -79,10 +80,15 @@ class ModelView:
 
 
 class BatchOutputs:
-    """Lazily derived per-sample values of one forward pass; each is computed at most once."""
+    """Lazily derived per-sample values of one forward pass; each is computed at most once.
 
-    def __init__(self, view: ModelView, indices: torch.Tensor, output: Any, targets: torch.Tensor | None) -> None:
-        self.view, self.indices, self.output, self.targets = view, indices, output, targets
+    ``inputs`` is the batch the model saw, for strategies that run further passes of their own (MC dropout).
+    """
+
+    def __init__(
+        self, view: ModelView, indices: torch.Tensor, inputs: torch.Tensor, output: Any, targets: torch.Tensor | None
+    ) -> None:
+        self.view, self.indices, self.inputs, self.output, self.targets = view, indices, inputs, output, targets
 
     @cached_property
     def probabilities(self) -> torch.Tensor:
@@ -124,7 +130,7 @@ def stream(
     try:
         with torch.inference_mode():
             for index, inputs, targets in batches:
-                outputs = BatchOutputs(view, index, view.model(inputs), targets)
+                outputs = BatchOutputs(view, index, inputs, view.model(inputs), targets)
                 for key, value in collect(outputs).items():
                     # Copy into memory numpy owns: keeping many small torch storages alive between the large
                     # per-batch activations fragments the heap, and resident memory then grows with the pool.

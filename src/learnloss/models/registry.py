@@ -23,21 +23,25 @@ from learnloss.models.small_cnn import SmallCNN
 __all__ = ["available_models", "build_model", "default_taps", "embedding_layer", "model_builder"]
 
 
-def _resnet_builder(depth: int) -> Callable[[int, int], nn.Module]:
-    def build(in_channels: int, num_classes: int) -> nn.Module:
-        return resnet(depth, in_channels, num_classes)
+ModelBuilder = Callable[..., nn.Module]
+"""``(in_channels, num_classes, dropout=0.0) -> model``."""
+
+
+def _resnet_builder(depth: int) -> ModelBuilder:
+    def build(in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+        return resnet(depth, in_channels, num_classes, dropout=dropout)
 
     build.__doc__ = f"CIFAR-style ResNet-{depth} (He et al. 2016)."
     return build
 
 
-_MODELS: dict[str, Callable[[int, int], nn.Module]] = {
+_MODELS: dict[str, ModelBuilder] = {
     "resnet18": _resnet_builder(18),
     "resnet34": _resnet_builder(34),
     "resnet50": _resnet_builder(50),
     "resnet101": _resnet_builder(101),
     "resnet152": _resnet_builder(152),
-    "small-cnn": lambda in_channels, num_classes: SmallCNN(in_channels, num_classes),
+    "small-cnn": SmallCNN,
 }
 
 
@@ -50,18 +54,19 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    """Build the registered model ``name`` (case-insensitive) for ``in_channels`` inputs and ``num_classes``.
+def build_model(name: str, in_channels: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    """Build the registered model ``name`` (case-insensitive) for ``in_channels`` inputs and ``num_classes``,
+    with ``dropout`` before its classifier.
 
     Raises:
         UnknownNameError: ``name`` is not registered (the message lists the registered names).
-        UsageError: ``in_channels`` or ``num_classes`` is not a positive integer.
+        UsageError: ``in_channels`` or ``num_classes`` is not a positive integer, or ``dropout`` not in [0, 1).
     """
-    return model_builder(name)(in_channels, num_classes)
+    return model_builder(name)(in_channels, num_classes, dropout=dropout)
 
 
-def model_builder(name: str) -> Callable[[int, int], nn.Module]:
-    """The factory ``(in_channels, num_classes) -> model`` registered as ``name`` (case-insensitive), so a name
+def model_builder(name: str) -> ModelBuilder:
+    """The factory ``(in_channels, num_classes, dropout=0.0) -> model`` registered as ``name`` (case-insensitive), so a name
     can be checked before the data that fixes those sizes is loaded.
 
     Raises:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from learnloss.errors import UsageError
-from learnloss.models.init import init_weights
+from learnloss.models.init import classifier_dropout, init_weights
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "RESNET_DEPTHS", "resnet"]
 
@@ -95,6 +95,7 @@ class ResNet(nn.Module):
         in_channels: channels of the input images (1 for greyscale, 3 for RGB, ...).
         num_classes: size of the logit vector.
         width: channels of the stem and of ``layer1``; the stages have ``width * (1, 2, 4, 8)`` planes.
+        dropout: dropout probability before ``fc`` (0, the paper's setting, adds no layer).
 
     ``forward(x)`` maps ``(B, in_channels, H, W)`` with ``H, W >= 1`` to logits ``(B, num_classes)``.
     """
@@ -111,6 +112,7 @@ class ResNet(nn.Module):
         in_channels: int,
         num_classes: int,
         width: int = 64,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         _check_positive("in_channels", in_channels)
@@ -133,6 +135,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = classifier_dropout(dropout)
         self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
         self.embedding_dim = width * 8 * block.expansion
         init_weights(self)
@@ -152,7 +155,7 @@ class ResNet(nn.Module):
         out = self.layer3(out)
         out = self.layer4(out)
         out = torch.flatten(self.avgpool(out), 1)
-        return self.fc(out)
+        return self.fc(self.dropout(out))
 
 
 #: Block type and blocks per stage of each supported depth (He et al. 2016, Table 1).
@@ -165,7 +168,7 @@ RESNET_DEPTHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, i
 }
 
 
-def resnet(depth: int, in_channels: int, num_classes: int, width: int = 64) -> ResNet:
+def resnet(depth: int, in_channels: int, num_classes: int, width: int = 64, dropout: float = 0.0) -> ResNet:
     """Build a CIFAR-style ResNet of ``depth`` 18, 34, 50, 101 or 152 (He et al. 2016).
 
     Raises:
@@ -175,4 +178,4 @@ def resnet(depth: int, in_channels: int, num_classes: int, width: int = 64) -> R
         valid = ", ".join(str(d) for d in RESNET_DEPTHS)
         raise UsageError(f"unsupported ResNet depth {depth!r}; choose one of: {valid}")
     block, layers = RESNET_DEPTHS[depth]
-    return ResNet(block, layers, in_channels, num_classes, width=width)
+    return ResNet(block, layers, in_channels, num_classes, width=width, dropout=dropout)

@@ -12,8 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from learnloss.models.init import init_weights
-
+from learnloss.models.init import classifier_dropout, init_weights
 from learnloss.models.resnet import _check_positive
 
 __all__ = ["SmallCNN"]
@@ -31,7 +30,7 @@ def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
 
 class SmallCNN(nn.Module):
     """Three conv3x3-BN-ReLU blocks (widths ``w, 2w, 4w``; strides 1, 2, 2), global average pooling,
-    a hidden ``Linear(4w, 128)`` + ReLU and a linear classifier ``fc``.
+    a hidden ``Linear(4w, 128)`` + ReLU, optional dropout and a linear classifier ``fc``.
 
     Works for any number of input channels and any spatial size of at least one pixel (8x8, 28x28, 32x32, ...).
     ``forward(x)`` returns logits ``(B, num_classes)`` only.
@@ -42,7 +41,7 @@ class SmallCNN(nn.Module):
     #: The tap whose output is the penultimate embedding.
     embedding_layer: ClassVar[str] = "hidden"
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.0) -> None:
         super().__init__()
         _check_positive("in_channels", in_channels)
         _check_positive("num_classes", num_classes)
@@ -55,6 +54,7 @@ class SmallCNN(nn.Module):
         self.block3 = _conv_block(2 * width, 4 * width, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.hidden = nn.Sequential(nn.Linear(4 * width, HIDDEN_DIM), nn.ReLU(inplace=True))
+        self.dropout = classifier_dropout(dropout)
         self.fc = nn.Linear(HIDDEN_DIM, num_classes)
         init_weights(self)
 
@@ -62,4 +62,4 @@ class SmallCNN(nn.Module):
         """Return the logits ``(B, num_classes)`` of a batch ``(B, in_channels, H, W)``."""
         out = self.block3(self.block2(self.block1(x)))
         out = torch.flatten(self.avgpool(out), 1)
-        return self.fc(self.hidden(out))
+        return self.fc(self.dropout(self.hidden(out)))

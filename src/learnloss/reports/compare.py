@@ -59,11 +59,14 @@ class ComparisonRow:
 
 
 def strategy_label(config: dict[str, Any]) -> str:
-    """The group name of a run: ``config["strategy"]``, with a non-default LPM loss appended for learning loss.
+    """The group name of a run: the benchmark arm it belongs to (``config["arm"]``) when it has one, else
+    ``config["strategy"]`` with a non-default LPM loss appended for learning loss.
 
     E.g. ``"learning-loss"`` for the ranking loss of Yoo & Kweon (2019) and ``"learning-loss (mse)"`` when the
     run used ``lpm_loss="mse"``.
     """
+    if config.get("arm"):
+        return str(config["arm"])
     strategy = str(config["strategy"])
     lpm_loss = config.get("lpm_loss")
     if strategy == LEARNING_LOSS_STRATEGY and lpm_loss is not None and lpm_loss != _DEFAULT_LPM_LOSS:

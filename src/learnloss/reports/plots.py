@@ -6,17 +6,15 @@ and written atomically: to a temporary file in the target directory, then :func:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
 from learnloss.reports.metrics import aubc
 from learnloss.reports.results import validate_results
@@ -30,22 +28,9 @@ _DPI = 120
 
 
 def _save_png_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Render ``fig`` to ``path`` as PNG via a temporary file in the same directory and :func:`os.replace`."""
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.png", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=_DPI)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Render ``fig`` to ``path`` as PNG atomically (:func:`learnloss.atomic.atomic_write`)."""
+    with atomic_write(path, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=_DPI)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -118,35 +103,53 @@ def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str]) -
     _save_png_atomic(fig, path)
 
 
-def _mean_curve(runs: list[dict[str, Any]]) -> tuple[npt.NDArray[np.float64], ...]:
-    """Mean and population std of test accuracy at every label count any run reached (runs present there)."""
+def _mean_curve(runs: list[dict[str, Any]], key: str = "test_accuracy") -> tuple[npt.NDArray[np.float64], ...]:
+    """Mean and population std of ``key`` at every label count any run reached (runs that recorded it there)."""
     points: dict[int, list[float]] = {}
     for run in runs:
         for cycle in run["cycles"]:
-            points.setdefault(int(cycle["n_labeled"]), []).append(float(cycle["test_accuracy"]))
+            value = cycle.get(key)
+            if value is not None and math.isfinite(float(value)):
+                points.setdefault(int(cycle["n_labeled"]), []).append(float(value))
     xs = np.array(sorted(points), dtype=np.float64)
     means = np.array([np.mean(points[int(v)]) for v in xs], dtype=np.float64)
     stds = np.array([np.std(points[int(v)], ddof=0) for v in xs], dtype=np.float64)
     return xs, means, stds
 
 
-def plot_comparison(groups: Mapping[str, list[dict[str, Any]]], path: str | os.PathLike[str]) -> None:
-    """Overlay the learning curves of several strategies and save the figure as PNG at ``path``.
+#: Per-cycle fields :func:`plot_comparison` can draw, with their axis labels.
+PLOTTED_METRICS = {
+    "test_accuracy": "test accuracy",
+    "lpm_ranking_accuracy": "LPM ranking accuracy on test pairs",
+    "lpm_spearman": "LPM Spearman correlation on test",
+}
+
+
+def plot_comparison(
+    groups: Mapping[str, list[dict[str, Any]]], path: str | os.PathLike[str], metric: str = "test_accuracy"
+) -> None:
+    """Overlay one per-cycle metric of several strategies and save the figure as PNG at ``path``.
 
     ``groups`` maps a strategy label to its runs (loaded ``results.json`` dicts, one per seed). Each strategy
-    is drawn as the mean test accuracy over its runs with a band of +- one population standard deviation;
-    the legend gives the number of seeds and the mean AUBC (Zhan et al. 2021). When runs of one strategy have
-    different label schedules, each label count is averaged over the runs that reached it.
+    is drawn as the mean of ``metric`` (a key of :data:`PLOTTED_METRICS`: test accuracy by default, or the LPM's
+    ranking accuracy or Spearman correlation of Yoo & Kweon, CVPR 2019) over its runs with a band of +- one
+    population standard deviation; for test accuracy the legend gives the number of seeds and the mean AUBC
+    (Zhan et al. 2021). Each label count is averaged over the runs that recorded the metric there; strategies
+    that never recorded it (no LPM) are left out.
 
     Raises:
-        UsageError: ``groups`` is empty, or a strategy has no runs or only runs without cycles.
+        UsageError: ``groups`` is empty, ``metric`` is unknown, no strategy recorded the metric, or a strategy
+            has only runs without cycles.
         ResultsFormatError: a run does not follow the results schema.
     """
     if not groups:
         raise UsageError("plot_comparison needs at least one strategy with runs, got none")
+    if metric not in PLOTTED_METRICS:
+        raise UsageError(f"cannot plot {metric!r}; choose one of {', '.join(PLOTTED_METRICS)}")
     fig = _new_figure(8.0, 5.0)
     ax = fig.subplots(1, 1)
     datasets: set[str] = set()
+    drawn = 0
     for label, runs in groups.items():
         for run in runs:
             validate_results(run, f"run of {label!r}")
@@ -154,15 +157,21 @@ def plot_comparison(groups: Mapping[str, list[dict[str, Any]]], path: str | os.P
         runs_with_cycles = [run for run in runs if run["cycles"]]
         if not runs_with_cycles:
             raise UsageError(f"strategy {label!r} has no run with a finished cycle; nothing to plot")
-        xs, means, stds = _mean_curve(runs_with_cycles)
-        aubcs = [_run_aubc(run) for run in runs_with_cycles]
-        legend = f"{label} (n={len(runs_with_cycles)}, AUBC {float(np.nanmean(aubcs)):.4f})"
-        (line,) = ax.plot(xs, means, marker="o", markersize=4, label=legend)
+        xs, means, stds = _mean_curve(runs_with_cycles, metric)
+        if not len(xs):
+            continue
+        legend = f"{label} (n={len(runs_with_cycles)}"
+        if metric == "test_accuracy":
+            legend += f", AUBC {float(np.nanmean([_run_aubc(run) for run in runs_with_cycles])):.4f}"
+        (line,) = ax.plot(xs, means, marker="o", markersize=4, label=legend + ")")
         ax.fill_between(xs, means - stds, means + stds, color=line.get_color(), alpha=0.2, linewidth=0)
+        drawn += 1
+    if not drawn:
+        raise UsageError(f"no strategy recorded {PLOTTED_METRICS[metric]}; nothing to plot")
     ax.set_xlabel("labelled samples")
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.set_ylabel(f"{PLOTTED_METRICS[metric]} (mean ± std over seeds)")
     ax.set_title("strategy comparison" + (f" on {', '.join(sorted(datasets))}" if datasets else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower right" if metric == "test_accuracy" else "best", fontsize="small")
     fig.tight_layout()
     _save_png_atomic(fig, path)

@@ -22,13 +22,11 @@ Non-finite floats are always written as ``null`` so the file stays valid JSON.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
 
 __all__ = [
@@ -104,26 +103,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` so that readers see either the old file or the complete new one.
+    """Write ``obj`` as JSON to ``path`` so that readers see either the old file or the complete new one
+    (:func:`learnloss.atomic.atomic_write`); on any failure ``path`` is untouched.
 
-    The JSON goes to a temporary file in the same directory, which is flushed, ``fsync``-ed and renamed over
-    ``path`` with :func:`os.replace`; then the directory is ``fsync``-ed. On any failure (an object that is not
-    JSON-serialisable, a full disk, an interrupt) the temporary file is removed and ``path`` is untouched.
     NaN and infinite floats are written as ``null``; numpy scalars and arrays, tuples and paths are
     converted to their JSON counterparts.
 
@@ -131,28 +114,18 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
         TypeError: ``obj`` contains a value JSON cannot represent (the message names ``path``).
         OSError: the directory does not exist or is not writable.
     """
-    target = Path(path)
-    directory = target.parent
     payload = _jsonable(obj)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            try:
-                json.dump(payload, handle, indent=2, allow_nan=False, ensure_ascii=False)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"cannot write {target} as JSON: {exc}") from exc
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(OSError):  # mkstemp creates 0600; give the file ordinary permissions
-            os.chmod(tmp, (target.stat().st_mode & 0o777) if target.exists() else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(directory)
+        text = json.dumps(payload, indent=2, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot write {path} as JSON: {exc}") from exc
+    write_text_atomic(path, text + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`learnloss.atomic.atomic_write`)."""
+    with atomic_write(path) as handle:
+        handle.write(text)
 
 
 # --------------------------------------------------------------------------------------------- reading

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from learnloss.errors import UnknownNameError
+from learnloss.strategies.baal_peer import BaalBALD, BaalEntropy, BaalStrategy
 from learnloss.strategies.base import QueryContext, ScoreStrategy, Strategy, top_k
 from learnloss.strategies.coreset import CoreSet, k_center_greedy
 from learnloss.strategies.loss_ranking import LearningLossStrategy, TrueLoss
@@ -10,7 +11,10 @@ from learnloss.strategies.random import RandomSampling
 from learnloss.strategies.uncertainty import Entropy, LeastConfidence, Margin, UncertaintyStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (RandomSampling, Entropy, LeastConfidence, Margin, CoreSet, LearningLossStrategy, TrueLoss)
+    cls.name: cls
+    for cls in (
+        RandomSampling, Entropy, LeastConfidence, Margin, CoreSet, LearningLossStrategy, TrueLoss, BaalBALD, BaalEntropy,
+    )
 }
 
 
@@ -29,6 +33,9 @@ def build_strategy(name: str) -> Strategy:
 
 __all__ = [
     "STRATEGIES",
+    "BaalBALD",
+    "BaalEntropy",
+    "BaalStrategy",
     "CoreSet",
     "Entropy",
     "LearningLossStrategy",

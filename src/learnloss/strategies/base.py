@@ -8,13 +8,14 @@ LPM scores, true losses); the loop provides exactly that in one streaming pass a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from learnloss.active.scoring import BatchOutputs, Need
+from learnloss.active.scoring import BatchOutputs, ModelView, Need
 from learnloss.errors import LearnLossError, UsageError
 
 
@@ -42,6 +43,14 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[Need]] = frozenset()
+
+    def check(self, view: ModelView) -> None:
+        """Raise a :class:`UsageError` when the strategy cannot work with this model (called before training)."""
+
+    def scoring(self, view: ModelView, context: QueryContext) -> AbstractContextManager[object]:
+        """A context the candidates are streamed in, for strategies that change the model or draw random
+        numbers while scoring (MC dropout); nothing by default."""
+        return nullcontext()
 
     def collect(self, batch: BatchOutputs) -> dict[str, torch.Tensor]:
         """Per-sample values to keep from one scored batch (none by default)."""

@@ -1,0 +1,168 @@
+"""Benchmarks: every arm (a strategy with optional setting overrides) × every seed under one protocol.
+
+Runs go to ``OUT/<arm>/seed-<seed>/results.json``. A run whose ``results.json`` exists and was made with the
+same settings is skipped, so an interrupted benchmark resumes where it stopped (``results.json`` is written
+atomically at the end of a run, so a killed run leaves nothing half-written and is simply run again). A run
+folder made with other settings is never overwritten: the benchmark stops and names the settings that differ.
+
+Within a seed every arm starts from the same initial labeled set and the same initial weights (the loop draws
+both from the seed alone), so differences between arms are paired; the report checks this from the recorded
+initial sets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learnloss.data.registry import canonical_name
+from learnloss.errors import UsageError
+from learnloss.experiment import run_experiment
+from learnloss.models import model_builder
+from learnloss.protocols import resolve_settings
+from learnloss.reports.plots import plot_learning_curve
+from learnloss.reports.results import RESULTS_FILENAME, load_results, write_json_atomic
+from learnloss.strategies import build_strategy
+
+__all__ = ["UNCOMPARED_SETTINGS", "Arm", "BenchRun", "plan_runs", "run_bench"]
+
+#: Settings that may differ between a stored run and the request (where it ran, where the data lives).
+UNCOMPARED_SETTINGS = frozenset({"device", "data_dir", "download"})
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One line of a benchmark: a strategy, optionally with settings that differ from the protocol's.
+
+    ``Arm("learning-loss", {"lpm_loss": "mse"})`` is the paper's MSE ablation; its label is
+    ``learning-loss (lpm_loss=mse)`` and its folder ``learning-loss__lpm_loss=mse``.
+    """
+
+    strategy: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "strategy" in self.overrides or "seed" in self.overrides:
+            raise UsageError(f"arm {self.strategy!r}: the strategy and the seed are set by the benchmark grid")
+
+    @property
+    def label(self) -> str:
+        """The name the report uses."""
+        if not self.overrides:
+            return self.strategy
+        return f"{self.strategy} ({', '.join(f'{k}={_text(v)}' for k, v in sorted(self.overrides.items()))})"
+
+    @property
+    def folder(self) -> str:
+        """A file-system-safe folder name for the arm's runs."""
+        parts = [self.strategy] + [f"{k}={_text(v)}" for k, v in sorted(self.overrides.items())]
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "-", "__".join(parts))
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One cell of the grid: an arm at a seed, its folder and its resolved settings."""
+
+    arm: Arm
+    seed: int
+    folder: Path
+    settings: dict[str, Any]
+
+
+def plan_runs(
+    protocol: str, arms: Sequence[Arm], seeds: Sequence[int], out: Path, overrides: Mapping[str, Any] | None = None
+) -> list[BenchRun]:
+    """The grid in run order (seed-major, so a partial benchmark already holds complete pairs).
+
+    Raises:
+        UsageError: no arms or no seeds, a repeated arm or seed, or an unknown protocol, strategy, model or
+            dataset.
+    """
+    if not arms:
+        raise UsageError("a benchmark needs at least one strategy")
+    if not seeds:
+        raise UsageError("a benchmark needs at least one seed")
+    for what, items in (("arm", [arm.folder for arm in arms]), ("seed", list(seeds))):
+        repeated = sorted({str(i) for i in items if items.count(i) > 1})
+        if repeated:
+            raise UsageError(f"the benchmark lists the same {what} twice: {', '.join(repeated)}")
+    for arm in arms:  # names are checked up front, so a typo in the last arm does not wait for the others to run
+        settings = resolve_settings(protocol, {**(overrides or {}), **arm.overrides})
+        build_strategy(arm.strategy)
+        model_builder(settings["model"])
+        canonical_name(settings["dataset"])
+    plan = []
+    for seed in seeds:
+        for arm in arms:
+            given = {**(overrides or {}), **arm.overrides, "strategy": arm.strategy, "seed": seed}
+            plan.append(BenchRun(arm, seed, out / arm.folder / f"seed-{seed}", resolve_settings(protocol, given)))
+    return plan
+
+
+def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if key not in UNCOMPARED_SETTINGS}
+
+
+def _finished(run: BenchRun) -> bool:
+    """Whether ``run`` already has results made with its settings; a mismatch is an error, not a re-run."""
+    path = run.folder / RESULTS_FILENAME
+    if not path.exists():
+        return False
+    stored = _comparable(load_results(path).get("bench", {}).get("settings", {}))
+    expected = json.loads(json.dumps(_comparable(run.settings)))  # as stored: tuples become lists
+    differ = [
+        f"{key}: stored {stored.get(key)!r}, requested {expected.get(key)!r}"
+        for key in sorted(stored.keys() | expected.keys())
+        if stored.get(key) != expected.get(key)
+    ]
+    if differ:
+        raise UsageError(
+            f"{path} was made with other settings ({'; '.join(differ)}); benchmark into another --out, or delete "
+            f"{run.folder} to run it again"
+        )
+    return True
+
+
+def run_bench(
+    protocol: str,
+    arms: Sequence[Arm],
+    seeds: Sequence[int],
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[BenchRun]:
+    """Run every arm at every seed into ``out``, skipping runs already finished with the same settings.
+
+    Each run writes ``results.json`` (with ``config.arm`` set to the arm's label, and ``bench`` holding the
+    resolved settings it was asked for) and ``learning_curve.png``.
+    Every cell is planned and checked against stored results before the first run starts, so a bad name or a
+    conflicting folder fails at once. Returns the plan; :func:`learnloss.reports.report.write_report` turns
+    the folder into ``report.md``.
+    """
+    say = log or (lambda line: print(line, file=sys.stderr))
+    out = Path(out)
+    plan = plan_runs(protocol, arms, seeds, out, overrides)
+    todo = [run for run in plan if not _finished(run)]
+    say(f"benchmark {protocol}: {len(plan)} runs, {len(plan) - len(todo)} already done")
+    for number, run in enumerate(todo, 1):
+        say(f"[{number}/{len(todo)}] {run.arm.label}, seed {run.seed}")
+        given = {**(overrides or {}), **run.arm.overrides, "strategy": run.arm.strategy, "seed": run.seed}
+        results = run_experiment(protocol, given, progress=progress)
+        results["config"]["arm"] = run.arm.label
+        results["bench"] = {"protocol": protocol, "settings": run.settings}
+        run.folder.mkdir(parents=True, exist_ok=True)
+        plot_learning_curve(results, run.folder / "learning_curve.png")
+        write_json_atomic(run.folder / RESULTS_FILENAME, results)  # last: its presence marks the run done
+        say(f"    AUBC {results['aubc']:.4f}, final accuracy {results['cycles'][-1]['test_accuracy']:.4f}, "
+            f"{results['wall_seconds']:.1f} s")
+    return plan

@@ -1,0 +1,229 @@
+"""The benchmark report: ``report.md`` and its plots, from every run in a benchmark folder.
+
+Per strategy: seeds, AUBC (Zhan et al. 2021) and final accuracy as mean ± population std, the loss prediction
+module's ranking accuracy on test pairs (Yoo & Kweon, CVPR 2019, Sec. 4.1), wall time per cycle, and paired
+differences against random and entropy with a significance statement (:mod:`learnloss.reports.paired`). A
+``notes.md`` in the folder — findings written by a person — is included verbatim under "Findings".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learnloss.reports.compare import group_runs
+from learnloss.reports.metrics import aubc, mean_std
+from learnloss.reports.paired import PairedDifference, paired_difference
+from learnloss.reports.plots import plot_comparison
+from learnloss.reports.results import write_text_atomic
+
+__all__ = ["BASELINES", "REPORT_FILENAME", "ArmSummary", "summarise_arm", "write_report"]
+
+REPORT_FILENAME = "report.md"
+NOTES_FILENAME = "notes.md"
+#: Every strategy is compared, seed by seed, against these (METHOD.md §3.10).
+BASELINES = ("random", "entropy")
+#: Settings shown in the report's header, in this order.
+_SHOWN_SETTINGS = (
+    "dataset", "model", "dropout", "initial", "query", "cycles", "subset", "epochs", "batch_size", "lr",
+    "momentum", "weight_decay", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "lpm_width",
+    "reset", "augment", "layers",
+)
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One strategy over its seeds. Times are seconds per cycle, averaged over cycles and seeds; the query time
+    is over cycles that made a query (all but the last). ``lpm_ranking`` is the mean over seeds of each run's
+    mean ranking accuracy over cycles (None without an LPM)."""
+
+    label: str
+    aubc: dict[int, float]
+    final_accuracy: dict[int, float]
+    lpm_ranking: float | None
+    lpm_ranking_std: float | None
+    train_seconds: float
+    query_seconds: float
+    initial_sets: dict[int, tuple[int, ...] | None]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.aubc)
+
+
+def summarise_arm(label: str, runs: Sequence[Mapping[str, Any]]) -> ArmSummary:
+    """Reduce the runs (one per seed) of one strategy to an :class:`ArmSummary`."""
+    aubcs, finals, ranking, train, query, initial = {}, {}, [], [], [], {}
+    for run in runs:
+        seed, cycles = int(run["config"]["seed"]), run["cycles"]
+        aubcs[seed] = aubc([c["n_labeled"] for c in cycles], [c["test_accuracy"] for c in cycles])
+        finals[seed] = float(cycles[-1]["test_accuracy"])
+        ranks = [c["lpm_ranking_accuracy"] for c in cycles if c.get("lpm_ranking_accuracy") is not None]
+        if ranks:
+            ranking.append(float(np.nanmean(ranks)))
+        train.extend(float(c["train_seconds"]) for c in cycles)
+        query.extend(float(c["query_seconds"]) for c in cycles[:-1])
+        stored = run.get("initial_labeled")
+        initial[seed] = tuple(sorted(stored)) if stored is not None else None
+    rank_mean, rank_std = mean_std(ranking) if ranking else (None, None)
+    return ArmSummary(
+        label, aubcs, finals, rank_mean, rank_std, float(np.mean(train)), float(np.mean(query)) if query else 0.0,
+        initial,
+    )
+
+
+def _pm(mean: float, std: float, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _summary_table(arms: Sequence[ArmSummary]) -> str:
+    rows = []
+    for arm in arms:
+        rank = "–" if arm.lpm_ranking is None else _pm(arm.lpm_ranking, arm.lpm_ranking_std or 0.0)
+        rows.append((
+            arm.label, str(len(arm.seeds)), _pm(*mean_std(list(arm.aubc.values()))),
+            _pm(*mean_std(list(arm.final_accuracy.values()))), rank, f"{arm.train_seconds:.1f}",
+            f"{arm.query_seconds:.2f}",
+        ))
+    header = ("strategy", "seeds", "AUBC", "final accuracy", "LPM ranking acc.", "train s/cycle", "query s/cycle")
+    return _table(header, rows)
+
+
+def _paired_section(arms: Sequence[ArmSummary]) -> tuple[str, dict[tuple[str, str], PairedDifference]]:
+    by_label = {arm.label: arm for arm in arms}
+    found: dict[tuple[str, str], PairedDifference] = {}
+    parts = []
+    for baseline in BASELINES:
+        if baseline not in by_label:
+            continue
+        rows = []
+        for arm in arms:
+            if arm.label == baseline:
+                continue
+            diff = paired_difference(arm.aubc, by_label[baseline].aubc)
+            found[(arm.label, baseline)] = diff
+            seed_std = max(mean_std(list(arm.aubc.values()))[1], mean_std(list(by_label[baseline].aubc.values()))[1])
+            beyond = "yes" if abs(diff.mean) > seed_std else "no"
+            rows.append((arm.label, f"{diff.mean:+.4f} ± {diff.std:.4f}", beyond, diff.verdict()))
+        header = ("strategy", f"ΔAUBC vs {baseline}", "beyond seed std", "paired t-test")
+        parts.append(f"### Against {baseline}\n\n" + _table(header, rows))
+    return "\n\n".join(parts), found
+
+
+def _curve_table(groups: Mapping[str, list[dict[str, Any]]], key: str, labels: Sequence[str]) -> str:
+    points: dict[str, dict[int, list[float]]] = {}
+    for label in labels:
+        for run in groups[label]:
+            for cycle in run["cycles"]:
+                value = cycle.get(key)
+                if value is not None and math.isfinite(float(value)):
+                    points.setdefault(label, {}).setdefault(int(cycle["n_labeled"]), []).append(float(value))
+    shown = [label for label in labels if label in points]
+    counts = sorted({n for label in shown for n in points[label]})
+    rows = [
+        [str(n)] + [
+            f"{np.mean(points[label][n]):.4f}" if n in points[label] else "–" for label in shown
+        ]
+        for n in counts
+    ]
+    return _table(["labels"] + shown, rows) if shown else ""
+
+
+def _pairing_note(arms: Sequence[ArmSummary]) -> str:
+    per_seed: dict[int, set[tuple[int, ...]]] = {}
+    unknown = 0
+    for arm in arms:
+        for seed, initial in arm.initial_sets.items():
+            if initial is None:
+                unknown += 1
+            else:
+                per_seed.setdefault(seed, set()).add(initial)
+    broken = sorted(seed for seed, sets in per_seed.items() if len(sets) > 1)
+    if broken:
+        return (f"**Warning: not paired.** Seeds {', '.join(map(str, broken))} started from different initial "
+                "labeled sets across strategies; the paired tests below are not valid for them.")
+    note = "Paired: within each seed every strategy started from the same initial labeled set (checked)."
+    return note + (f" {unknown} runs did not record their initial set." if unknown else "")
+
+
+def _settings_section(runs: Sequence[Mapping[str, Any]]) -> str:
+    first = runs[0]
+    config, env = first["config"], first.get("environment", {})
+    varying = {key for key in _SHOWN_SETTINGS if len({repr(r["config"].get(key)) for r in runs}) > 1}
+    rows = [
+        (key, "varies by strategy (see its label)" if key in varying else f"`{config.get(key)}`")
+        for key in _SHOWN_SETTINGS if key in config
+    ]
+    device = env.get("device_name") or env.get("device")
+    environment = (
+        f"torch {env.get('torch')}, Python {env.get('python')}, device `{env.get('device')}` ({device}), "
+        f"{env.get('cpu_count')} CPUs, {env.get('torch_threads')} torch threads"
+    )
+    return _table(("setting", "value"), rows) + f"\n\nEnvironment of the first run: {environment}."
+
+
+def write_report(out: str | os.PathLike[str], command: str | None = None) -> Path:
+    """Write ``report.md``, ``learning_curves.png`` and (when any run has an LPM) ``lpm_ranking.png`` into
+    ``out`` from every run found under it; returns the report's path.
+
+    Raises:
+        ResultsNotFoundError, ResultsFormatError: ``out`` holds no runs, or a malformed one.
+    """
+    out = Path(out)
+    groups = group_runs([out])
+    arms = sorted((summarise_arm(label, runs) for label, runs in groups.items()),
+                  key=lambda arm: -float(np.mean(list(arm.aubc.values()))))
+    labels = [arm.label for arm in arms]
+    all_runs = [run for runs in groups.values() for run in runs]
+    protocol = all_runs[0].get("bench", {}).get("protocol") or all_runs[0]["config"].get("protocol", "?")
+
+    plot_comparison(groups, out / "learning_curves.png")
+    has_lpm = any(arm.lpm_ranking is not None for arm in arms)
+    if has_lpm:
+        plot_comparison(groups, out / "lpm_ranking.png", metric="lpm_ranking_accuracy")
+    paired, _ = _paired_section(arms)
+
+    sections = [f"# Benchmark `{protocol}`"]
+    if command:
+        sections.append(f"Reproduce with:\n\n```bash\n{command}\n```")
+    sections += [
+        "## Settings\n\n" + _settings_section(all_runs),
+        "## Results\n\nAUBC and final accuracy are mean ± population std over seeds; LPM ranking accuracy is the "
+        "fraction of test pairs the loss prediction module orders correctly, averaged over cycles. Best AUBC first.\n\n"
+        + _summary_table(arms) + "\n\n![learning curves](learning_curves.png)",
+    ]
+    if paired:
+        sections.append(
+            "## Paired differences\n\n" + _pairing_note(arms) + " ΔAUBC is the mean ± std over seeds of the "
+            "per-seed difference; the verdict is a two-sided paired t-test at p < 0.05 (with few seeds only large, "
+            "consistent differences reach it).\n\n" + paired
+        )
+    sections.append("## Learning curves\n\nMean test accuracy per label count.\n\n"
+                    + _curve_table(groups, "test_accuracy", labels))
+    if has_lpm:
+        sections.append("## Loss prediction module\n\nMean ranking accuracy on test pairs per label count.\n\n"
+                        + _curve_table(groups, "lpm_ranking_accuracy", labels) + "\n\n![LPM ranking](lpm_ranking.png)")
+    notes = out / NOTES_FILENAME
+    if notes.is_file():
+        sections.append("## Findings\n\n" + notes.read_text(encoding="utf-8").strip())
+    sections.append("## Runs\n\n" + "\n".join(
+        f"- {label}: " + ", ".join(
+            f"[seed {run['config']['seed']}]({Path(run['_path']).parent.relative_to(out.resolve()).as_posix()}/results.json)"
+            for run in groups[label]
+        ) for label in labels
+    ))
+    path = out / REPORT_FILENAME
+    write_text_atomic(path, "\n\n".join(sections) + "\n")
+    return path
