@@ -62,6 +62,17 @@ def test_report_tables_plots_and_links(bench_dir):
     assert "(learning-loss/seed-0/results.json)" in report
 
 
+def test_variants_are_also_paired_against_their_plain_strategy(bench_dir, make_results):
+    for seed in range(3):
+        _store(bench_dir, make_results, "learning-loss (reset=reinit)", seed, (0.5, 0.66 + 0.01 * seed, 0.75),
+               ranking=(0.6, 0.6, 0.6))
+    report = write_report(bench_dir).read_text()
+    variants = _rows(report, "### Variants against the same strategy")
+    assert list(variants) == ["learning-loss (reset=reinit)"]
+    assert variants["learning-loss (reset=reinit)"][0].startswith("-0.")
+    assert "learning-loss (reset=reinit)" in _rows(report, "### Against random")
+
+
 def test_notes_are_included_as_findings(bench_dir):
     (bench_dir / "notes.md").write_text("Warm start beat re-initialisation.\n")
     report = write_report(bench_dir).read_text()

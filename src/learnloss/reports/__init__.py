@@ -1,7 +1,8 @@
 """Reporting of active-learning runs: metrics, the ``results.json`` schema, plots and comparison tables.
 
 Metrics follow Yoo & Kweon, "Learning Loss for Active Learning", CVPR 2019 (ranking accuracy of the loss
-prediction module) and Zhan et al. 2021, "A comparative survey of deep active learning" (AUBC).
+prediction module) and Zhan et al. 2021, "A comparative survey of deep active learning" (AUBC); benchmark
+reports pair strategies seed by seed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from learnloss.reports.compare import (
     summarise_groups,
 )
 from learnloss.reports.metrics import aubc, mean_std, ranking_accuracy, spearman
+from learnloss.reports.paired import PairedDifference, paired_difference
 from learnloss.reports.plots import plot_comparison, plot_learning_curve
+from learnloss.reports.report import write_report
 from learnloss.reports.results import (
     RESULTS_FILENAME,
     ResultsFormatError,
@@ -27,12 +30,14 @@ from learnloss.reports.results import (
     load_results,
     validate_results,
     write_json_atomic,
+    write_text_atomic,
 )
 
 __all__ = [
     "RESULTS_FILENAME",
     "ComparisonRow",
     "ComparisonWarning",
+    "PairedDifference",
     "ResultsFormatError",
     "ResultsNotFoundError",
     "aubc",
@@ -44,6 +49,7 @@ __all__ = [
     "group_runs",
     "load_results",
     "mean_std",
+    "paired_difference",
     "plot_comparison",
     "plot_learning_curve",
     "ranking_accuracy",
@@ -52,4 +58,6 @@ __all__ = [
     "summarise_groups",
     "validate_results",
     "write_json_atomic",
+    "write_report",
+    "write_text_atomic",
 ]

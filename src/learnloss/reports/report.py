@@ -19,7 +19,7 @@ import numpy as np
 
 from learnloss.reports.compare import group_runs
 from learnloss.reports.metrics import aubc, mean_std
-from learnloss.reports.paired import PairedDifference, paired_difference
+from learnloss.reports.paired import paired_difference
 from learnloss.reports.plots import plot_comparison
 from learnloss.reports.results import write_text_atomic
 
@@ -44,6 +44,7 @@ class ArmSummary:
     mean ranking accuracy over cycles (None without an LPM)."""
 
     label: str
+    strategy: str
     aubc: dict[int, float]
     final_accuracy: dict[int, float]
     lpm_ranking: float | None
@@ -73,7 +74,7 @@ def summarise_arm(label: str, runs: Sequence[Mapping[str, Any]]) -> ArmSummary:
         initial[seed] = tuple(sorted(stored)) if stored is not None else None
     rank_mean, rank_std = mean_std(ranking) if ranking else (None, None)
     return ArmSummary(
-        label, aubcs, finals, rank_mean, rank_std, float(np.mean(train)), float(np.mean(query)) if query else 0.0,
+        label, str(runs[0]["config"]["strategy"]), aubcs, finals, rank_mean, rank_std, float(np.mean(train)), float(np.mean(query)) if query else 0.0,
         initial,
     )
 
@@ -101,25 +102,31 @@ def _summary_table(arms: Sequence[ArmSummary]) -> str:
     return _table(header, rows)
 
 
-def _paired_section(arms: Sequence[ArmSummary]) -> tuple[str, dict[tuple[str, str], PairedDifference]]:
+def _paired_table(pairs: Sequence[tuple[ArmSummary, ArmSummary]], against: str) -> str:
+    rows = []
+    for arm, base in pairs:
+        diff = paired_difference(arm.aubc, base.aubc)
+        seed_std = max(mean_std(list(arm.aubc.values()))[1], mean_std(list(base.aubc.values()))[1])
+        beyond = "yes" if abs(diff.mean) > seed_std else "no"
+        rows.append((arm.label, f"{diff.mean:+.4f} ± {diff.std:.4f}", beyond, diff.verdict()))
+    return _table(("strategy", f"ΔAUBC vs {against}", "beyond seed std", "paired t-test"), rows)
+
+
+def _paired_section(arms: Sequence[ArmSummary]) -> str:
+    """Every arm against random and entropy; every arm with overrides against its strategy's plain arm."""
     by_label = {arm.label: arm for arm in arms}
-    found: dict[tuple[str, str], PairedDifference] = {}
-    parts = []
-    for baseline in BASELINES:
-        if baseline not in by_label:
-            continue
-        rows = []
-        for arm in arms:
-            if arm.label == baseline:
-                continue
-            diff = paired_difference(arm.aubc, by_label[baseline].aubc)
-            found[(arm.label, baseline)] = diff
-            seed_std = max(mean_std(list(arm.aubc.values()))[1], mean_std(list(by_label[baseline].aubc.values()))[1])
-            beyond = "yes" if abs(diff.mean) > seed_std else "no"
-            rows.append((arm.label, f"{diff.mean:+.4f} ± {diff.std:.4f}", beyond, diff.verdict()))
-        header = ("strategy", f"ΔAUBC vs {baseline}", "beyond seed std", "paired t-test")
-        parts.append(f"### Against {baseline}\n\n" + _table(header, rows))
-    return "\n\n".join(parts), found
+    parts = [
+        f"### Against {baseline}\n\n"
+        + _paired_table([(arm, by_label[baseline]) for arm in arms if arm.label != baseline], baseline)
+        for baseline in BASELINES if baseline in by_label
+    ]
+    ablations = [(arm, by_label[arm.strategy]) for arm in arms if arm.label != arm.strategy and arm.strategy in by_label]
+    if ablations:
+        parts.append(
+            "### Variants against the same strategy with the protocol's settings\n\n"
+            + _paired_table(ablations, "the protocol's settings")
+        )
+    return "\n\n".join(parts)
 
 
 def _curve_table(groups: Mapping[str, list[dict[str, Any]]], key: str, labels: Sequence[str]) -> str:
@@ -193,7 +200,7 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
     has_lpm = any(arm.lpm_ranking is not None for arm in arms)
     if has_lpm:
         plot_comparison(groups, out / "lpm_ranking.png", metric="lpm_ranking_accuracy")
-    paired, _ = _paired_section(arms)
+    paired = _paired_section(arms)
 
     sections = [f"# Benchmark `{protocol}`"]
     if command:
