@@ -70,11 +70,12 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class BenchRun:
-    """One cell of the grid: an arm at a seed, its folder and its resolved settings."""
+    """One cell of the grid: an arm at a seed, its folder, the settings it overrides and all it resolves to."""
 
     arm: Arm
     seed: int
     folder: Path
+    overrides: dict[str, Any]
     settings: dict[str, Any]
 
 
@@ -104,7 +105,8 @@ def plan_runs(
     for seed in seeds:
         for arm in arms:
             given = {**(overrides or {}), **arm.overrides, "strategy": arm.strategy, "seed": seed}
-            plan.append(BenchRun(arm, seed, out / arm.folder / f"seed-{seed}", resolve_settings(protocol, given)))
+            folder = out / arm.folder / f"seed-{seed}"
+            plan.append(BenchRun(arm, seed, folder, given, resolve_settings(protocol, given)))
     return plan
 
 
@@ -156,8 +158,7 @@ def run_bench(
     say(f"benchmark {protocol}: {len(plan)} runs, {len(plan) - len(todo)} already done")
     for number, run in enumerate(todo, 1):
         say(f"[{number}/{len(todo)}] {run.arm.label}, seed {run.seed}")
-        given = {**(overrides or {}), **run.arm.overrides, "strategy": run.arm.strategy, "seed": run.seed}
-        results = run_experiment(protocol, given, progress=progress)
+        results = run_experiment(protocol, run.overrides, progress=progress)
         results["config"]["arm"] = run.arm.label
         results["bench"] = {"protocol": protocol, "settings": run.settings}
         run.folder.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,13 @@ def test_variants_are_also_paired_against_their_plain_strategy(bench_dir, make_r
     assert "learning-loss (reset=reinit)" in _rows(report, "### Against random")
 
 
+def test_every_distinct_command_that_filled_the_folder_is_listed(bench_dir):
+    write_report(bench_dir, command="learnloss bench --out x")
+    write_report(bench_dir, command="learnloss bench --out x --strategies learning-loss:reset=reinit")
+    report = write_report(bench_dir, command="learnloss bench --out x").read_text()
+    assert "```bash\nlearnloss bench --out x\nlearnloss bench --out x --strategies learning-loss:reset=reinit\n```" in report
+
+
 def test_notes_are_included_as_findings(bench_dir):
     (bench_dir / "notes.md").write_text("Warm start beat re-initialisation.\n")
     report = write_report(bench_dir).read_text()

@@ -27,6 +27,7 @@ __all__ = ["BASELINES", "REPORT_FILENAME", "ArmSummary", "summarise_arm", "write
 
 REPORT_FILENAME = "report.md"
 NOTES_FILENAME = "notes.md"
+COMMANDS_FILENAME = "commands.txt"
 #: Every strategy is compared, seed by seed, against these (METHOD.md §3.10).
 BASELINES = ("random", "entropy")
 #: Settings shown in the report's header, in this order.
@@ -181,9 +182,22 @@ def _settings_section(runs: Sequence[Mapping[str, Any]]) -> str:
     return _table(("setting", "value"), rows) + f"\n\nEnvironment of the first run: {environment}."
 
 
+def _record_command(out: Path, command: str | None) -> list[str]:
+    """The distinct commands that filled ``out`` (kept in ``commands.txt``), ``command`` added if new."""
+    path = out / COMMANDS_FILENAME
+    commands = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if command and command not in commands:
+        commands.append(command)
+        write_text_atomic(path, "\n".join(commands) + "\n")
+    return commands
+
+
 def write_report(out: str | os.PathLike[str], command: str | None = None) -> Path:
     """Write ``report.md``, ``learning_curves.png`` and (when any run has an LPM) ``lpm_ranking.png`` into
     ``out`` from every run found under it; returns the report's path.
+
+    ``command`` is the benchmark invocation that filled ``out``; every distinct one is kept in
+    ``commands.txt`` and the report lists them all, so a folder filled in several steps can be reproduced.
 
     Raises:
         ResultsNotFoundError, ResultsFormatError: ``out`` holds no runs, or a malformed one.
@@ -202,9 +216,10 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
         plot_comparison(groups, out / "lpm_ranking.png", metric="lpm_ranking_accuracy")
     paired = _paired_section(arms)
 
+    commands = _record_command(out, command)
     sections = [f"# Benchmark `{protocol}`"]
-    if command:
-        sections.append(f"Reproduce with:\n\n```bash\n{command}\n```")
+    if commands:
+        sections.append("Reproduce with:\n\n```bash\n" + "\n".join(commands) + "\n```")
     sections += [
         "## Settings\n\n" + _settings_section(all_runs),
         "## Results\n\nAUBC and final accuracy are mean ± population std over seeds; LPM ranking accuracy is the "
