@@ -1,0 +1,330 @@
+"""The project store: one SQLite database, the single source of truth of a labeling project.
+
+It holds the items (an image path relative to the project's data root, or an array index), the classes,
+every label with its provenance (cycle, strategy, score, rank, source file, time; a relabel keeps the old
+label, marked superseded), the queries (cycle, item, score, rank, open or labeled), the cycles (resolved
+settings, metrics, checkpoint path and SHA-256) and the imported files.
+
+Durability and concurrency come from SQLite itself: write-ahead logging, ``synchronous=FULL`` (a committed
+label survives a crash of the process or the machine), foreign keys, and ``BEGIN IMMEDIATE`` transactions, so
+a second writer waits up to ``timeout`` seconds and then fails with :class:`StoreBusyError` instead of
+corrupting anything. The schema version is SQLite's ``user_version``; :data:`MIGRATIONS` upgrades older
+stores in place, one transaction per step.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from learnloss.errors import LearnLossError, UsageError
+
+__all__ = [
+    "DB_FILENAME",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "LabelRecord",
+    "ProjectStore",
+    "StoreBusyError",
+    "StoreFormatError",
+]
+
+DB_FILENAME = "learnloss.db"
+
+#: ``MIGRATIONS[v]`` takes a store from schema version ``v`` to ``v + 1``.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE classes (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE items (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL UNIQUE,
+        split TEXT NOT NULL CHECK (split IN ('pool', 'test'))
+    );
+    CREATE TABLE imports (
+        id INTEGER PRIMARY KEY,
+        file_name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        format TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE cycles (
+        cycle INTEGER PRIMARY KEY CHECK (cycle >= 0),
+        status TEXT NOT NULL CHECK (status IN ('trained', 'queried')),
+        config TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        label_fingerprint TEXT NOT NULL,
+        checkpoint TEXT,
+        checkpoint_sha256 TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        class_id INTEGER NOT NULL REFERENCES classes(id),
+        cycle INTEGER,
+        strategy TEXT,
+        score REAL,
+        rank INTEGER,
+        source TEXT NOT NULL,
+        import_id INTEGER REFERENCES imports(id),
+        created_at TEXT NOT NULL,
+        current INTEGER NOT NULL DEFAULT 1 CHECK (current IN (0, 1)),
+        superseded_by INTEGER REFERENCES labels(id)
+    );
+    CREATE UNIQUE INDEX labels_one_current ON labels(item_id) WHERE current = 1;
+    CREATE TABLE queries (
+        cycle INTEGER NOT NULL REFERENCES cycles(cycle),
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        score REAL,
+        rank INTEGER NOT NULL,
+        strategy TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'labeled')),
+        PRIMARY KEY (cycle, item_id)
+    );
+    CREATE INDEX queries_open ON queries(status);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreBusyError(LearnLossError):
+    """Another process held the project's database for longer than the timeout."""
+
+
+class StoreFormatError(UsageError):
+    """The file is not a learnloss project database, or one made by a newer learnloss."""
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """A label to store, with its provenance."""
+
+    item_id: int
+    label: str
+    source: str
+    cycle: int | None = None
+    strategy: str | None = None
+    score: float | None = None
+    rank: int | None = None
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601, the format of every time in the store."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ProjectStore:
+    """Open (or, with ``create=True``, create) the store of the project folder ``project``.
+
+    Args:
+        project: the project folder; the database is ``project/learnloss.db``.
+        create: create the folder and an empty store; refused when a store already exists there.
+        timeout: seconds a writer waits for another process's transaction before :class:`StoreBusyError`.
+
+    Raises:
+        UsageError: no store exists (and ``create`` is false), or one exists (and ``create`` is true).
+        StoreFormatError: the file is not a learnloss store, or comes from a newer learnloss.
+    """
+
+    def __init__(self, project: str | Path, create: bool = False, timeout: float = 30.0) -> None:
+        self.project = Path(project)
+        self.path = self.project / DB_FILENAME
+        self.timeout = timeout
+        if create and self.path.exists():
+            raise UsageError(f"{self.project} is already a learnloss project; choose another folder")
+        if not create and not self.path.is_file():
+            raise UsageError(f"{self.project} is not a learnloss project (no {DB_FILENAME}); create one with learnloss init")
+        if create:
+            self.project.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise self._busy() from None
+            raise StoreFormatError(f"{self.path} is not a readable learnloss project database ({error})") from None
+
+    def close(self) -> None:
+        """Close the connection (committed data is already durable)."""
+        self.db.close()
+
+    def __enter__(self) -> ProjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------------- transactions
+
+    def _busy(self) -> StoreBusyError:
+        return StoreBusyError(
+            f"another learnloss process is writing to {self.project} and did not finish within {self.timeout:g} s; "
+            "run the command again when it is done"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One all-or-nothing write: ``BEGIN IMMEDIATE`` (waiting up to the timeout for other writers), then
+        ``COMMIT``, or ``ROLLBACK`` on any exception."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise self._busy() from None
+            raise
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreFormatError(
+                f"{self.path} has schema version {version}, newer than this learnloss understands ({SCHEMA_VERSION}); "
+                "upgrade learnloss"
+            )
+        if version == 0 and self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreFormatError(f"{self.path} is an SQLite database but not a learnloss project")
+        while version < SCHEMA_VERSION:
+            with self.transaction() as db:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
+
+    # ------------------------------------------------------------------------------------------------ meta
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON) under ``key``."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # ----------------------------------------------------------------------------------- classes and items
+
+    def classes(self) -> list[str]:
+        """Class names in the order they were registered (their index is the model's class index)."""
+        return [name for (name,) in self.db.execute("SELECT name FROM classes ORDER BY id")]
+
+    def add_classes(self, db: sqlite3.Connection, names: Sequence[str]) -> None:
+        """Register new class names (inside the caller's transaction)."""
+        db.executemany("INSERT INTO classes(name) VALUES (?)", [(name,) for name in names])
+
+    def add_items(self, db: sqlite3.Connection, sources: Sequence[str], split: str = "pool") -> None:
+        """Register items by their source (a path relative to the data root), inside the caller's transaction."""
+        db.executemany("INSERT INTO items(source, split) VALUES (?, ?)", [(source, split) for source in sources])
+
+    def items(self, split: str | None = None) -> list[tuple[int, str]]:
+        """``(id, source)`` of every item (of ``split``), by id."""
+        if split is None:
+            return list(self.db.execute("SELECT id, source FROM items ORDER BY id"))
+        return list(self.db.execute("SELECT id, source FROM items WHERE split = ? ORDER BY id", (split,)))
+
+    # -------------------------------------------------------------------------------------------- labels
+
+    def current_labels(self) -> dict[int, str]:
+        """``item id -> class name`` of every item's current (not superseded) label."""
+        return dict(self.db.execute(
+            "SELECT l.item_id, c.name FROM labels l JOIN classes c ON c.id = l.class_id WHERE l.current = 1"
+        ))
+
+    def add_labels(
+        self, db: sqlite3.Connection, records: Sequence[LabelRecord], import_id: int | None = None
+    ) -> None:
+        """Store ``records`` inside the caller's transaction; a record for an already labeled item supersedes
+        its current label (the caller decides whether relabeling is allowed). Queries of the labeled items are
+        marked labeled."""
+        class_ids = dict(db.execute("SELECT name, id FROM classes"))
+        created = now()
+        for record in records:
+            old = db.execute("SELECT id FROM labels WHERE item_id = ? AND current = 1", (record.item_id,)).fetchone()
+            if old is not None:  # free the "one current label" slot before inserting the new one
+                db.execute("UPDATE labels SET current = 0 WHERE id = ?", (old[0],))
+            cursor = db.execute(
+                "INSERT INTO labels(item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.item_id, class_ids[record.label], record.cycle, record.strategy, record.score, record.rank,
+                 record.source, import_id, created),
+            )
+            if old is not None:
+                db.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", (cursor.lastrowid, old[0]))
+            db.execute("UPDATE queries SET status = 'labeled' WHERE item_id = ?", (record.item_id,))
+
+    def label_history(self) -> list[dict[str, Any]]:
+        """Every label ever stored, oldest first, with its provenance and whether it is current."""
+        rows = self.db.execute(
+            "SELECT l.id, i.id, i.source, c.name, l.cycle, l.strategy, l.score, l.rank, l.source, imp.file_name, "
+            "l.created_at, l.current = 1 FROM labels l JOIN items i ON i.id = l.item_id "
+            "JOIN classes c ON c.id = l.class_id LEFT JOIN imports imp ON imp.id = l.import_id ORDER BY l.id"
+        )
+        keys = ("label_id", "item_id", "path", "label", "cycle", "strategy", "score", "rank", "source", "file",
+                "created_at", "current")
+        return [dict(zip(keys, row[:-1] + (bool(row[-1]),))) for row in rows]
+
+    # ------------------------------------------------------------------------------------------ imports
+
+    def imported(self, sha256: str) -> bool:
+        """Whether a file with this content was already imported."""
+        return self.db.execute("SELECT 1 FROM imports WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def add_import(self, db: sqlite3.Connection, file_name: str, sha256: str, fmt: str, rows: int) -> int:
+        """Record an imported file inside the caller's transaction; returns its id."""
+        cursor = db.execute(
+            "INSERT INTO imports(file_name, sha256, format, rows, created_at) VALUES (?, ?, ?, ?, ?)",
+            (file_name, sha256, fmt, rows, now()),
+        )
+        return int(cursor.lastrowid)
+
+    # ------------------------------------------------------------------------------------ cycles, queries
+
+    def last_cycle(self) -> dict[str, Any] | None:
+        """The latest cycle row as a dict (config and metrics decoded), or None."""
+        row = self.db.execute(
+            "SELECT cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, created_at "
+            "FROM cycles ORDER BY cycle DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("cycle", "status", "config", "metrics", "label_fingerprint", "checkpoint", "checkpoint_sha256",
+                "created_at")
+        cycle = dict(zip(keys, row))
+        cycle["config"], cycle["metrics"] = json.loads(cycle["config"]), json.loads(cycle["metrics"])
+        return cycle
+
+    def open_queries(self) -> list[tuple[int, int, str, float | None, int]]:
+        """``(cycle, item id, source, score, rank)`` of every queried item not labeled yet."""
+        return list(self.db.execute(
+            "SELECT q.cycle, q.item_id, i.source, q.score, q.rank FROM queries q JOIN items i ON i.id = q.item_id "
+            "WHERE q.status = 'open' ORDER BY q.cycle, q.rank"
+        ))
+
+    def counts(self) -> dict[str, int]:
+        """Items per split, labeled items, open queries, imports and cycles."""
+        one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
+        return {
+            "pool": one("SELECT count(*) FROM items WHERE split = 'pool'"),
+            "test": one("SELECT count(*) FROM items WHERE split = 'test'"),
+            "labeled": one("SELECT count(*) FROM labels WHERE current = 1"),
+            "relabels": one("SELECT count(*) FROM labels WHERE current = 0"),
+            "open_queries": one("SELECT count(*) FROM queries WHERE status = 'open'"),
+            "imports": one("SELECT count(*) FROM imports"),
+            "cycles": one("SELECT count(*) FROM cycles"),
+        }
