@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from learnloss.errors import UsageError
+from learnloss.project.exports import unescape_cell
 from learnloss.project.paths import UnsafePathError, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 
@@ -133,6 +134,7 @@ def _parse_csv(text: str, problems: list[str]) -> list[LabelRow]:
             if None in record or any(value is None for value in record.values()):
                 problems.append(f"{where}: {'too many' if None in record else 'too few'} cells for the header")
                 continue
+            record = {key: unescape_cell(value) for key, value in record.items()}  # undo the export's escaping
             row = _row(where, record.get("id"), record.get("path"), record["label"], problems)
             if row is not None:
                 rows.append(row)

@@ -1,0 +1,132 @@
+"""Files for people: a queried batch (CSV, JSON, Label Studio tasks) and every label with its provenance.
+
+CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
+return) are prefixed with ``'`` (OWASP, "CSV Injection"); :func:`unescape_cell` undoes it on import. Every file
+is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from learnloss.atomic import atomic_write
+
+__all__ = [
+    "QueriedItem",
+    "escape_cell",
+    "label_studio_config",
+    "unescape_cell",
+    "write_csv",
+    "write_json",
+    "write_query_batch",
+]
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Label Studio serves local files under this URL prefix, relative to LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.
+LOCAL_FILES_URL = "/data/local-files/?d="
+
+
+def escape_cell(value: Any) -> Any:
+    """``value``, with a leading ``'`` when it is text a spreadsheet would evaluate as a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def unescape_cell(value: str) -> str:
+    """Undo :func:`escape_cell` on a cell read back from a CSV file."""
+    if value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write a UTF-8 CSV with ``header`` and escaped ``rows``, atomically."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([escape_cell(cell) for cell in row] for row in rows)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write ``document`` as indented UTF-8 JSON, atomically."""
+    with atomic_write(path) as handle:
+        json.dump(document, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+@dataclass(frozen=True)
+class QueriedItem:
+    """One queried item as labelers see it: the model's prediction and its confidence are hints."""
+
+    item_id: int
+    path: str
+    rank: int
+    score: float
+    prediction: str
+    confidence: float
+
+
+def label_studio_config(classes: Sequence[str]) -> str:
+    """A Label Studio labeling configuration: one image, one single-choice question over ``classes``."""
+    choices = "\n".join(f'    <Choice value="{_xml(name)}"/>' for name in classes)
+    return (
+        '<View>\n  <Image name="image" value="$image"/>\n'
+        '  <Choices name="label" toName="image" choice="single" showInline="true">\n'
+        f"{choices}\n  </Choices>\n</View>\n"
+    )
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _label_studio_task(item: QueriedItem, cycle: int) -> dict[str, Any]:
+    return {
+        "data": {"image": LOCAL_FILES_URL + quote(item.path), "learnloss_id": item.item_id, "path": item.path,
+                 "rank": item.rank, "score": item.score},
+        "predictions": [{
+            "model_version": f"learnloss-cycle-{cycle}",
+            "score": item.confidence,
+            "result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                        "value": {"choices": [item.prediction]}}],
+        }],
+    }
+
+
+def write_query_batch(
+    folder: Path, cycle: int, items: Sequence[QueriedItem], classes: Sequence[str], info: Mapping[str, Any]
+) -> dict[str, Path]:
+    """Write the batch of ``cycle`` for labelers into ``folder``: ``query-<cycle>.csv`` (fill in ``label``),
+    ``query-<cycle>.json``, ``query-<cycle>.labelstudio.json`` (tasks with the prediction as a pre-annotation)
+    and ``labelstudio-config.xml``. Returns the paths by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"query-{cycle}"
+    paths = {
+        "csv": stem.with_suffix(".csv"),
+        "json": stem.with_suffix(".json"),
+        "labelstudio": folder / f"query-{cycle}.labelstudio.json",
+        "labelstudio_config": folder / "labelstudio-config.xml",
+    }
+    write_csv(
+        paths["csv"], ("id", "path", "label", "prediction", "confidence", "rank", "score"),
+        [(i.item_id, i.path, "", i.prediction, f"{i.confidence:.4f}", i.rank, f"{i.score:.6g}") for i in items],
+    )
+    write_json(paths["json"], {
+        **info, "cycle": cycle, "classes": list(classes),
+        "items": [{"id": i.item_id, "path": i.path, "label": None, "prediction": i.prediction,
+                   "confidence": i.confidence, "rank": i.rank, "score": i.score} for i in items],
+    })
+    write_json(paths["labelstudio"], [_label_studio_task(item, cycle) for item in items])
+    with atomic_write(paths["labelstudio_config"]) as handle:
+        handle.write(label_studio_config(classes))
+    return paths

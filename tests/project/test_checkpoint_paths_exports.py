@@ -1,0 +1,102 @@
+"""Checkpoints (atomic, checksummed, weights only), path safety, and the files written for labelers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from learnloss.project.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from learnloss.project.exports import QueriedItem, escape_cell, unescape_cell, write_csv, write_query_batch
+from learnloss.project.importer import import_labels
+from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
+
+
+def test_checkpoint_round_trip_and_checksum(tmp_path):
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "meta": {"cycle": 3, "classes": ["a", "b"]}}
+    digest = save_checkpoint(tmp_path / "ckpt" / "c3.pt", state)
+    loaded = load_checkpoint(tmp_path / "ckpt" / "c3.pt", digest)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["meta"] == state["meta"]
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["c3.pt"], "no temporary file left behind"
+
+
+def test_a_changed_or_missing_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    digest = save_checkpoint(path, {"w": torch.ones(3)})
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
+        load_checkpoint(path, digest)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(tmp_path / "gone.pt", digest)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_checkpoint_with_code_in_it_is_never_unpickled(tmp_path):
+    import hashlib
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(1), "payload": Evil()}, buffer)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(CheckpointError, match="not a weights-only file"):
+        load_checkpoint(path, hashlib.sha256(buffer.getvalue()).hexdigest())
+    assert pickle  # the attack is a pickle; weights_only refuses it
+
+
+@pytest.mark.parametrize("text", ["/etc/passwd", "../x.png", "a/../../x.png", "C:\\x.png", "", ".", "a\x00b"])
+def test_unsafe_paths_are_refused(text):
+    with pytest.raises(UnsafePathError):
+        safe_relative(text, "row 3")
+
+
+def test_safe_paths_are_normalised():
+    assert safe_relative("./a//b\\c.png") == "a/b/c.png"
+
+
+def test_symlinks_may_not_lead_outside_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (outside / "secret.png").write_bytes(b"x")
+    (root / "link").symlink_to(outside)
+    (root / "inner").mkdir()
+    (root / "ok").symlink_to(root / "inner")
+    with pytest.raises(UnsafePathError, match="leads outside the data root"):
+        resolve_inside(root, "link/secret.png")
+    assert resolve_inside(root, "ok/x.png") == root / "ok" / "x.png"
+
+
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_cells_are_escaped_and_unescaped(cell):
+    assert escape_cell(cell) == "'" + cell
+    assert unescape_cell(escape_cell(cell)) == cell
+    assert escape_cell("cat.png") == "cat.png" and escape_cell(3) == 3
+
+
+def test_csv_export_escapes_formulas(tmp_path):
+    write_csv(tmp_path / "x.csv", ("path", "label"), [("=cmd|' /C calc'!A0", "cat")])
+    (row,) = list(csv.DictReader((tmp_path / "x.csv").open(encoding="utf-8")))
+    assert row["path"].startswith("'=")
+
+
+def test_the_query_batch_round_trips_through_the_importer(store, tmp_path):
+    items = [QueriedItem(2, "img/1.png", 1, 3.5, "dog", 0.61), QueriedItem(5, "img/4.png", 2, 2.0, "cat", 0.9)]
+    paths = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
+    tasks = json.loads(paths["labelstudio"].read_text())
+    assert tasks[0]["data"]["learnloss_id"] == 2 and tasks[0]["data"]["image"] == "/data/local-files/?d=img/1.png"
+    assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["dog"]}
+    assert '<Choice value="cat"/>' in paths["labelstudio_config"].read_text()
+    text = paths["csv"].read_text().replace(",,dog", ",bird,dog").replace(",,cat", ",cat,cat")
+    paths["csv"].write_text(text)  # what a labeler does in a spreadsheet
+    summary = import_labels(store, paths["csv"])
+    assert summary.added == 2 and store.current_labels() == {2: "bird", 5: "cat"}
