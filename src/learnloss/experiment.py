@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,9 @@ from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
 from learnloss.data import load_dataset
 from learnloss.device import resolve_device
 from learnloss.models import default_taps, embedding_layer, model_builder
+from learnloss.errors import UsageError
+from learnloss.project.simulation import StoreJournal
+from learnloss.project.store import DB_FILENAME, ProjectStore
 from learnloss.protocols import resolve_settings
 from learnloss.reports.metrics import aubc
 from learnloss.reports.results import environment_info
@@ -20,19 +24,37 @@ from learnloss.strategies import build_strategy
 from learnloss.training.trainer import TrainConfig
 
 
+def _check_run_folder(out: Path, resume: bool) -> None:
+    exists = (out / DB_FILENAME).exists()
+    if exists and not resume:
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and not exists:
+        raise UsageError(f"{out} holds no run to resume (no {DB_FILENAME}); run without --resume to start one")
+
+
 def run_experiment(
     protocol: str = "quick",
     overrides: dict[str, Any] | None = None,
     progress: bool = False,
     on_cycle: Callable[[CycleResult], None] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Resolve the settings, run the loop and return the ``results.json`` document.
 
-    Every name and count is validated before any training starts. The document records the resolved settings
+    With ``out``, the run is journaled in a project store there (:class:`~learnloss.project.simulation.StoreJournal`):
+    every step is durable as it completes, and ``resume=True`` continues a run that stopped (a crash, a kill,
+    Ctrl-C) after its last completed step, selecting what the uninterrupted run would have. Every name and
+    count is validated before any training starts.
+
+    Raises:
+        UsageError: bad settings; ``out`` holds a run but ``resume`` is false, or holds none but it is true. The document records the resolved settings
     (``config``), the environment, every cycle, the AUBC, the initial labeled set (so paired comparisons can be
     checked) and the run's wall time.
     """
     started = time.perf_counter()
+    if out is not None:
+        _check_run_folder(Path(out), resume)
     settings = resolve_settings(protocol, overrides or {})
     device = resolve_device(settings["device"])
     strategy = build_strategy(settings["strategy"])
@@ -55,7 +77,12 @@ def run_experiment(
         embedding_layer=settings["embedding_layer"] or embedding_layer(model), lpm_width=settings["lpm_width"],
     )
     loop = ActiveLearningLoop(model, dataset, strategy, loop_config, train, device=device, progress=progress)
-    cycles = [result.to_dict() for result in loop.run(on_cycle)]
+    if out is None:
+        cycles = [result.to_dict() for result in loop.run(on_cycle)]
+    else:
+        with ProjectStore(out, create=not resume) as store:
+            journal = StoreJournal(store, settings, list(dataset.classes), strategy.name)
+            cycles = [result.to_dict() for result in loop.run(on_cycle, journal)]
     config = {
         **settings,
         "dataset": dataset.name,

@@ -8,9 +8,11 @@ cycle, scores a random subset of ``M`` unlabeled samples and labels the top ``K`
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -199,6 +201,10 @@ class ActiveLearningLoop:
 
     def query(self, k: int) -> np.ndarray:
         """Score a random subset of ``M`` unlabeled samples and return the strategy's ``k`` picks."""
+        return self.query_scored(k)[0]
+
+    def query_scored(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`query`, with the strategy's score of each pick when it ranks by a score (else None)."""
         strategy = self.strategy
         candidates = self.pool.sample_unlabeled(self.loop.subset, self._subset_rng)
         values: dict[str, np.ndarray] = {}
@@ -212,33 +218,115 @@ class ActiveLearningLoop:
             _, labeled = stream(self.view, self._eval_batches(x, None, self.pool.labeled_indices),
                                 lambda batch: {"embedding": batch.embeddings})
             context.labeled_embeddings = labeled["embedding"]
-        return strategy.query(candidates, values, k, context)
+        selected = strategy.query(candidates, values, k, context)
+        if "score" not in values:
+            return selected, None
+        position = {int(index): i for i, index in enumerate(candidates)}
+        return selected, np.asarray([values["score"][position[int(i)]] for i in selected], dtype=np.float64)
 
-    def run(self, on_cycle: Callable[[CycleResult], None] | None = None) -> list[CycleResult]:
-        """Run every cycle and return their results (``on_cycle`` is called after each)."""
+    def snapshot(self) -> dict[str, Any]:
+        """What the next step depends on besides the pool: the weights of the model and the LPM and the state
+        of every random stream (numpy streams as JSON text, torch states as tensors), so a run resumed from a
+        snapshot selects exactly what the uninterrupted run would have."""
+        rngs = {"initial": self._initial_rng, "subset": self._subset_rng, "strategy": self._strategy_rng}
+        snapshot: dict[str, Any] = {
+            "modules": [module.state_dict() for module in self.view.modules()],
+            "numpy": {name: json.dumps(rng.bit_generator.state) for name, rng in rngs.items()},
+            "generator": self._generator.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            snapshot["cuda"] = torch.cuda.get_rng_state_all()
+        return snapshot
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Put the weights and random streams of :meth:`snapshot` back."""
+        for module, state in zip(self.view.modules(), snapshot["modules"]):
+            module.load_state_dict(state)
+        rngs = {"initial": self._initial_rng, "subset": self._subset_rng, "strategy": self._strategy_rng}
+        for name, rng in rngs.items():
+            rng.bit_generator.state = json.loads(snapshot["numpy"][name])
+        self._generator.set_state(snapshot["generator"])
+        torch.set_rng_state(snapshot["torch"])
+        if "cuda" in snapshot and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(snapshot["cuda"])
+
+    def train_cycle(self, cycle: int) -> CycleResult:
+        """Train (after the reset policy) and evaluate; the result has no selection yet."""
+        if self.loop.reset == "reinit":
+            for module, state in zip(self.view.modules(), self._initial_state):
+                module.load_state_dict(state)
+        start = time.perf_counter()
+        self.trainer.fit(self.view, self._train_batches())
+        train_seconds = time.perf_counter() - start
+        accuracy, rank_accuracy, rho = self.evaluate()
+        return CycleResult(
+            cycle=cycle, n_labeled=self.pool.n_labeled, test_accuracy=accuracy, lpm_ranking_accuracy=rank_accuracy,
+            lpm_spearman=rho, train_seconds=train_seconds, query_seconds=0.0, selected=[],
+        )
+
+    def run(
+        self, on_cycle: Callable[[CycleResult], None] | None = None, journal: LoopJournal | None = None
+    ) -> list[CycleResult]:
+        """Run every cycle and return their results (``on_cycle`` is called after each).
+
+        With a ``journal``, every step is recorded as it completes — the initial labels, each trained cycle
+        with a :meth:`snapshot`, each query with its labels and a snapshot — and a run the journal has seen
+        before continues after its last recorded step instead of starting again.
+        """
         loop = self.loop
-        self.label(self._initial_rng.choice(len(self.pool), size=loop.initial, replace=False), cycle=0)
-        results = []
-        for cycle in range(loop.cycles):
-            if loop.reset == "reinit":
-                for module, state in zip(self.view.modules(), self._initial_state):
-                    module.load_state_dict(state)
-            start = time.perf_counter()
-            self.trainer.fit(self.view, self._train_batches())
-            train_seconds = time.perf_counter() - start
-            accuracy, rank_accuracy, rho = self.evaluate()
-            n_labeled = self.pool.n_labeled
-            selected = np.empty(0, dtype=np.int64)
-            start = time.perf_counter()
+        point = journal.resume(self) if journal is not None else None
+        if point is None:
+            initial = self._initial_rng.choice(len(self.pool), size=loop.initial, replace=False)
+            labels = np.asarray(self.oracle.label(initial), dtype=np.int64)
+            self.pool.add_labels(initial, labels, 0)
+            if journal is not None:
+                journal.labeled(initial, labels)
+            point = ResumePoint()
+        results = list(point.results)
+        pending = point.trained
+        for cycle in range(len(results), loop.cycles):
+            if pending is not None:
+                result, pending = pending, None
+            else:
+                result = self.train_cycle(cycle)
+                if journal is not None:
+                    journal.trained(result, self.snapshot())
             if cycle < loop.cycles - 1:
-                selected = self.query(loop.query)
-                self.label(selected, cycle + 1)
-            result = CycleResult(
-                cycle=cycle, n_labeled=n_labeled, test_accuracy=accuracy,
-                lpm_ranking_accuracy=rank_accuracy, lpm_spearman=rho, train_seconds=train_seconds,
-                query_seconds=time.perf_counter() - start, selected=selected.tolist(),
-            )
+                start = time.perf_counter()
+                selected, scores = self.query_scored(loop.query)
+                labels = np.asarray(self.oracle.label(selected), dtype=np.int64)
+                self.pool.add_labels(selected, labels, cycle + 1)
+                result.selected = selected.tolist()
+                result.query_seconds = time.perf_counter() - start
+                if journal is not None:
+                    journal.queried(result, scores, labels, self.snapshot())
             results.append(result)
             if on_cycle is not None:
                 on_cycle(result)
         return results
+
+
+@dataclass
+class ResumePoint:
+    """Where a journaled run continues: the finished cycles, and a cycle trained but not yet queried."""
+
+    results: list[CycleResult] = field(default_factory=list)
+    trained: CycleResult | None = None
+
+
+class LoopJournal(Protocol):
+    """A durable record of a run's steps (:class:`learnloss.project.simulation.StoreJournal` keeps it in the
+    project store). Each method is called once its step is complete and must record it atomically."""
+
+    def resume(self, loop: ActiveLearningLoop) -> ResumePoint | None:
+        """Restore ``loop`` (pool, weights, random streams) to the last recorded step; None if nothing is."""
+
+    def labeled(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        """The initial labeled set."""
+
+    def trained(self, result: CycleResult, snapshot: dict[str, Any]) -> None:
+        """A cycle trained and evaluated."""
+
+    def queried(self, result: CycleResult, scores: np.ndarray | None, labels: np.ndarray, snapshot: dict[str, Any]) -> None:
+        """A cycle's query (``result.selected``, most informative first) and the labels the oracle gave."""

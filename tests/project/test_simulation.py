@@ -1,0 +1,79 @@
+"""A journaled simulated run resumes after an interruption at any step and selects what it would have."""
+
+from __future__ import annotations
+
+import pytest
+
+from learnloss.errors import UsageError
+from learnloss.experiment import run_experiment
+from learnloss.project.checkpoint import CheckpointError
+from learnloss.project.simulation import StoreJournal
+from learnloss.project.store import ProjectStore
+
+TINY = {"epochs": 2, "initial": 30, "query": 20, "cycles": 3, "subset": 200, "device": "cpu", "seed": 7}
+
+
+def _strip(results):
+    cycles = [{k: v for k, v in c.items() if not k.endswith("_seconds")} for c in results["cycles"]]
+    return cycles, results["initial_labeled"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return run_experiment("quick", {**TINY, "strategy": "learning-loss"}, out=tmp_path_factory.mktemp("whole"))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("step", "count"), [("labeled", 1), ("trained", 1), ("queried", 1), ("trained", 2),
+                                             ("queried", 2), ("trained", 3)])
+def test_resume_after_an_interruption_at_any_step_gives_the_same_run(tmp_path, monkeypatch, uninterrupted, step, count):
+    original = getattr(StoreJournal, step)
+    calls = []
+
+    def crash_after(self, *args):
+        original(self, *args)
+        calls.append(step)
+        if len(calls) == count:
+            raise Interrupt  # the step was recorded; the process dies before the next one
+
+    monkeypatch.setattr(StoreJournal, step, crash_after)
+    with pytest.raises(Interrupt):
+        run_experiment("quick", {**TINY, "strategy": "learning-loss"}, out=tmp_path)
+    monkeypatch.setattr(StoreJournal, step, original)
+    resumed = run_experiment("quick", {**TINY, "strategy": "learning-loss"}, out=tmp_path, resume=True)
+    assert _strip(resumed) == _strip(uninterrupted)
+    with ProjectStore(tmp_path) as store:
+        assert store.counts()["labeled"] == 30 + 20 * 2
+        queried = list(store.db.execute("SELECT cycle, count(*) FROM queries GROUP BY cycle"))
+        assert queried == [(0, 20), (1, 20)], "a query was duplicated or lost"
+
+
+def test_an_existing_run_needs_resume_and_resume_needs_a_run(tmp_path, uninterrupted):
+    with pytest.raises(UsageError, match="no run to resume"):
+        run_experiment("quick", {**TINY, "strategy": "random"}, out=tmp_path / "new", resume=True)
+    run_experiment("quick", {**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
+    with pytest.raises(UsageError, match="already holds a run; pass --resume"):
+        run_experiment("quick", {**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
+    with pytest.raises(UsageError, match=r"other settings \(epochs, stop_grad_epoch\)"):
+        run_experiment("quick", {**TINY, "strategy": "random", "cycles": 2, "epochs": 3}, out=tmp_path / "done",
+                       resume=True)
+
+
+def test_a_damaged_checkpoint_stops_the_resume(tmp_path, monkeypatch):
+    original = StoreJournal.trained
+
+    def crash(self, *args):
+        original(self, *args)
+        raise Interrupt
+
+    monkeypatch.setattr(StoreJournal, "trained", crash)
+    with pytest.raises(Interrupt):
+        run_experiment("quick", {**TINY, "strategy": "random"}, out=tmp_path)
+    monkeypatch.setattr(StoreJournal, "trained", original)
+    checkpoint = tmp_path / "checkpoints" / "cycle-0.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-5])
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
+        run_experiment("quick", {**TINY, "strategy": "random"}, out=tmp_path, resume=True)
