@@ -44,7 +44,7 @@ def test_importing_the_same_file_again_changes_nothing(store, tmp_path):
 def test_query_provenance_is_copied_to_the_label(store, tmp_path):
     with store.transaction() as db:
         db.execute("INSERT INTO cycles VALUES (0, 'queried', '{}', '{}', 'x', NULL, NULL, 'now')")
-        db.execute("INSERT INTO queries VALUES (0, 4, 2.5, 1, 'learning-loss', 'open')")
+        db.execute("INSERT INTO queries VALUES (0, 4, 2.5, 1, 'learning-loss', 'open', 'cat', 0.7)")
     import_labels(store, _write(tmp_path, "b.csv", "id,label\n4,dog\n"))
     (label,) = store.label_history()
     assert (label["cycle"], label["strategy"], label["score"], label["rank"]) == (0, "learning-loss", 2.5, 1)

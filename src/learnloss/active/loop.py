@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -181,8 +182,11 @@ class ActiveLearningLoop:
         self.pool.add_labels(indices, self.oracle.label(indices), cycle)
 
     def evaluate(self) -> tuple[float, float | None, float | None]:
-        """Test metric, and the LPM's ranking accuracy and Spearman correlation on the test split."""
+        """Test metric, and the LPM's ranking accuracy and Spearman correlation on the test split (NaN and
+        None when the test split is empty)."""
         data = self.dataset
+        if len(data.y_test) == 0:
+            return math.nan, None, None
         metric = self.task.new_metric()
         has_lpm = self.view.learning_loss is not None
 

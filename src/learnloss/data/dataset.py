@@ -29,6 +29,7 @@ class Dataset:
     ``x_*`` are ``(N, C, H, W)`` (images) or ``(N, C, L)`` / ``(N, D)`` tensors. Images are kept as ``uint8``
     (0..255) to bound memory and converted to float per batch by :meth:`to_float`; other data is ``float32``.
     ``mean``/``std`` are per-channel statistics of the *float* training inputs, used for normalisation.
+    The test split may be empty (a labeling project without labeled test items): nothing is evaluated then.
     """
 
     name: str
@@ -47,7 +48,7 @@ class Dataset:
                 raise DatasetFormatError(
                     f"dataset {self.name!r}: {split} split has {x.shape[0]} inputs but {y.shape[0]} labels"
                 )
-            if x.shape[0] == 0:
+            if x.shape[0] == 0 and split == "train":
                 raise DatasetFormatError(f"dataset {self.name!r}: {split} split is empty")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DatasetFormatError(

@@ -63,19 +63,24 @@ def probe_images(paths: Sequence[Path]) -> tuple[tuple[int, int], str]:
     return size, "L" if all_grey else "RGB"
 
 
-def read_images(paths: Sequence[Path], mode: str, size: tuple[int, int], reference: str = "") -> np.ndarray:
+def read_images(
+    paths: Sequence[Path], mode: str, size: tuple[int, int], reference: str = "", resize: bool = False
+) -> np.ndarray:
     """Decode ``paths`` in ``mode`` (``'L'`` or ``'RGB'``) into a ``uint8`` array ``(N, C, H, W)``.
 
     ``size`` is the required ``(width, height)``; ``reference`` says where it comes from in error messages.
+    With ``resize``, images of another size are resized to it (bilinear) instead of refused.
 
     Raises:
-        DatasetFormatError: a file is not a readable image or has another size.
+        DatasetFormatError: a file is not a readable image or (without ``resize``) has another size.
     """
     width, height = size
     out = np.empty((len(paths), 1 if mode == "L" else 3, height, width), dtype=np.uint8)
     for i, path in enumerate(paths):
         with _open(path) as image:
-            if image.size != size:
+            if image.size != size and resize:
+                image = image.convert(mode).resize(size, Image.Resampling.BILINEAR)
+            elif image.size != size:
                 raise _size_error(path, image.size, size, reference or "the images must be")
             try:
                 pixels = np.asarray(image.convert(mode))

@@ -87,6 +87,8 @@ MIGRATIONS: tuple[str, ...] = (
         rank INTEGER NOT NULL,
         strategy TEXT NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('open', 'labeled')),
+        prediction TEXT,
+        confidence REAL,
         PRIMARY KEY (cycle, item_id)
     );
     CREATE INDEX queries_open ON queries(status);
