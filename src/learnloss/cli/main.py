@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "true-loss, baal-entropy, baal-bald")
     run.add_argument("--seed", type=int)
     _add_settings(run)
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out after its last completed step (same settings)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bench = commands.add_parser(
@@ -106,6 +108,40 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="compare runs: AUBC and final accuracy, mean ± std over seeds")
     compare.add_argument("dirs", nargs="+", type=Path, help="run folders, or folders holding run folders")
     compare.add_argument("--plot", type=Path, help="overlay plot path (default: comparison.png in the first folder)")
+
+    init = commands.add_parser("init", help="create a labeling project over a folder of images or a manifest")
+    init.add_argument("project", type=Path, help="new project folder")
+    source = init.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="image folder: class-per-folder, or flat (then give --classes)")
+    source.add_argument("--manifest", type=Path, help="CSV with path[,label][,split]; paths relative to its folder")
+    init.add_argument("--classes", type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+                      help="comma-separated class names (default: the class folders or manifest labels)")
+    init.add_argument("--labels", type=Path, help="initial labels: CSV, JSON or Label Studio export")
+    init.add_argument("--model", help="small-cnn (default) or a resnet")
+    init.add_argument("--image-size", type=_positive_int, help="images are resized to this square size (default 32)")
+    init.add_argument("--epochs", type=_positive_int, help="training epochs per query (default 30)")
+    init.add_argument("--strategy", help="default query strategy (default learning-loss)")
+    init.add_argument("--seed", type=int)
+
+    query = commands.add_parser("query", help="train on the current labels and write the next batch to label")
+    query.add_argument("project", type=Path)
+    query.add_argument("--k", type=_positive_int, required=True, help="how many items to query")
+    query.add_argument("--strategy", help="override the project's strategy for this query")
+    query.add_argument("--device", default="auto")
+    query.add_argument("--quiet", action="store_true")
+
+    label = commands.add_parser("label", help="import labels (CSV, JSON, Label Studio export), all or nothing")
+    label.add_argument("project", type=Path)
+    label.add_argument("file", type=Path)
+    label.add_argument("--relabel", action="store_true", help="allow changing stored labels (history is kept)")
+
+    status = commands.add_parser("status", help="counts, cycles, metrics and open queries of a project")
+    status.add_argument("project", type=Path)
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    export = commands.add_parser("export", help="every label with its provenance, as CSV or JSON")
+    export.add_argument("project", type=Path)
+    export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.json")
     return parser
 
 
@@ -208,7 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    results = run_experiment(args.protocol, overrides, progress=not args.quiet, on_cycle=on_cycle)
+    results = run_experiment(args.protocol, overrides, progress=not args.quiet, on_cycle=on_cycle, out=args.out,
+                             resume=args.resume)
     write_json_atomic(args.out / "results.json", results)
     plot_learning_curve(results, args.out / "learning_curve.png")
     config = results["config"]
@@ -252,6 +289,68 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from learnloss.project.workflow import init_project
+
+    settings = {key: getattr(args, key) for key in ("model", "image_size", "epochs", "strategy", "seed")}
+    counts = init_project(args.project, images=args.images, manifest=args.manifest, classes=args.classes,
+                          labels=args.labels, settings={k: v for k, v in settings.items() if v is not None})
+    print(f"created {args.project}: {counts['pool']} pool and {counts['test']} test images, {counts['labeled']} labeled")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from learnloss.project.workflow import query_project
+
+    outcome = query_project(args.project, args.k, args.strategy, args.device, progress=not args.quiet)
+    how = "trained" if outcome.trained else "reused the checkpoint of the current labels"
+    what = "queried" if outcome.new_query else "no new labels since the last query, so its open items are exported again:"
+    print(f"cycle {outcome.cycle}: {how}; {what} {len(outcome.items)} items")
+    for kind, path in outcome.files.items():
+        print(f"  {kind}: {path}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from learnloss.project.importer import import_labels
+    from learnloss.project.store import ProjectStore
+
+    with ProjectStore(args.project) as store:
+        summary = import_labels(store, args.file, relabel=args.relabel)
+    print(f"{summary.file}: {summary.added} added, {summary.relabeled} relabeled, {summary.unchanged} already stored")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from learnloss.project.workflow import project_status
+
+    status = project_status(args.project)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    counts = status["counts"]
+    print(f"{status['project']} (images in {status['data_root']}); classes: {', '.join(status['classes'])}")
+    print(f"pool {counts['pool']}, test {counts['test']}, labeled {counts['labeled']} ({counts['relabels']} relabels), "
+          f"{counts['imports']} imports, {counts['cycles']} cycles")
+    for cycle in status["cycles"]:
+        accuracy = cycle.get("test_accuracy")
+        print(f"  cycle {cycle['cycle']} ({cycle['status']}): {cycle.get('n_labeled')} labels"
+              + ("" if accuracy is None else f", test accuracy {accuracy:.4f}"))
+    for cycle, count in status["open_queries"].items():
+        print(f"  open: {count} items queried in cycle {cycle}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from learnloss.project.workflow import export_labels
+
+    count = export_labels(args.project, args.out)
+    print(f"wrote {count} labels to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``learnloss`` command; returns the exit code."""
     parser = build_parser()
@@ -259,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        return {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare}[args.command](args)
+        commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
+                    "label": cmd_label, "status": cmd_status, "export": cmd_export}
+        return commands[args.command](args)
     except LearnLossError as error:
         print(f"learnloss: error: {error}", file=sys.stderr)
         return error.exit_code
