@@ -96,12 +96,10 @@ def test_a_run_killed_at_random_moments_loses_nothing_and_resumes_exactly(tmp_pa
 
 
 def test_an_import_killed_at_random_moments_applies_all_or_nothing(tmp_path):
-    from PIL import Image
-
     root = tmp_path / "photos"
     root.mkdir()
     for i in range(3000):
-        Image.new("L", (4, 4), color=i % 256).save(root / f"{i}.png")
+        (root / f"{i}.png").write_bytes(b"")  # init only registers paths
     init = _learnloss("init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b")
     assert init.wait(timeout=600) == 0, init.stderr.read()
     files = []
@@ -131,3 +129,23 @@ def test_an_import_killed_at_random_moments_applies_all_or_nothing(tmp_path):
         applied = set(range(imports))
     assert applied == {0, 1, 2}
     assert kills >= 1
+
+
+def test_two_processes_importing_at_once_both_apply_one_after_the_other(tmp_path):
+    from learnloss.project.store import ProjectStore
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(400):
+        (root / f"{i}.png").write_bytes(b"")  # init only registers paths
+    init = _learnloss("init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b")
+    assert init.wait(timeout=600) == 0, init.stderr.read()
+    files = []
+    for n in range(2):
+        path = tmp_path / f"part-{n}.csv"
+        path.write_text("path,label\n" + "".join(f"{i}.png,a\n" for i in range(n * 200, (n + 1) * 200)))
+        files.append(path)
+    both = [_learnloss("label", str(tmp_path / "proj"), str(path)) for path in files]
+    assert [p.wait(timeout=600) for p in both] == [0, 0], [p.stderr.read() for p in both]
+    with ProjectStore(tmp_path / "proj") as store:
+        assert store.counts()["labeled"] == 400 and store.counts()["imports"] == 2

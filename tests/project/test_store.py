@@ -113,3 +113,22 @@ def test_a_second_writer_proceeds_once_the_first_is_done(store):
         store.add_labels(db, [LabelRecord(2, "bird", "patient")])
     holder.wait()
     assert store.current_labels() == {2: "bird"}
+
+
+def test_long_operations_are_exclusive_and_a_killed_holder_releases_the_lock(store):
+    script = (
+        "import sys, time\n"
+        "from learnloss.project.store import ProjectStore\n"
+        "store = ProjectStore(sys.argv[1])\n"
+        "with store.exclusive('query'):\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(store.project)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(StoreBusyError, match=r"learnloss query \(pid \d+\) is running on .* within 0.3 s; run query again"):
+        with store.exclusive("query", timeout=0.3):
+            pass
+    holder.kill()
+    holder.wait()
+    with store.exclusive("query", timeout=5):  # the dead holder's lock is gone
+        pass

@@ -14,8 +14,11 @@ stores in place, one transaction per step.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 DB_FILENAME = "learnloss.db"
+LOCK_FILENAME = ".lock"
 
 #: ``MIGRATIONS[v]`` takes a store from schema version ``v`` to ``v + 1``.
 MIGRATIONS: tuple[str, ...] = (
@@ -208,6 +212,40 @@ class ProjectStore:
                         db.execute(statement)
                 version += 1
                 db.execute(f"PRAGMA user_version = {version}")
+
+    @contextmanager
+    def exclusive(self, what: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the project's lock for a long operation (training and querying) that must not run twice at
+        once; waits up to ``timeout`` (the store's by default). The operating system releases the lock when
+        the process dies, so a killed process never leaves the project locked.
+
+        Raises:
+            StoreBusyError: another process held the lock for the whole timeout.
+        """
+        limit = self.timeout if timeout is None else timeout
+        with open(self.project / LOCK_FILENAME, "a+") as handle:
+            deadline = time.monotonic() + limit
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "another process"
+                        raise StoreBusyError(
+                            f"{holder} is running on {self.project} and did not finish within {limit:g} s; "
+                            f"run {what} again when it is done"
+                        ) from None
+                    time.sleep(0.1)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"learnloss {what} (pid {os.getpid()})")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------------------------------------ meta
 

@@ -228,15 +228,17 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     """Train (or reuse the matching checkpoint), score the unlabeled pool, record and export a query of ``k``.
 
     If the last recorded query was made with the current labels, it is not repeated: its open items are
-    exported again.
+    exported again. Queries of one project run one at a time (:meth:`ProjectStore.exclusive`); imports may run
+    meanwhile, and a query whose labels changed while it trained is not recorded.
 
     Raises:
+        StoreBusyError: another query held the project beyond the timeout.
         UsageError: ``k`` is not positive, no pool item is labeled, or fewer than ``k`` are unlabeled.
         CheckpointError: a recorded checkpoint is damaged.
     """
     if k <= 0:
         raise UsageError(f"--k must be positive, got {k}")
-    with ProjectStore(project) as store:
+    with ProjectStore(project) as store, store.exclusive("query"):
         settings = {**store.meta("settings"), **({"strategy": strategy} if strategy else {})}
         classes = store.classes()
         labels = store.current_labels()
@@ -300,6 +302,8 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
             for rank, i in enumerate(selected)
         ]
         with store.transaction() as db:
+            if label_fingerprint(store.current_labels()) != fingerprint:
+                raise UsageError("labels were imported while this query trained; run query again to use them")
             db.executemany(
                 "INSERT INTO queries(cycle, item_id, score, rank, strategy, status, prediction, confidence) "
                 "VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
