@@ -149,3 +149,43 @@ def test_two_processes_importing_at_once_both_apply_one_after_the_other(tmp_path
     assert [p.wait(timeout=600) for p in both] == [0, 0], [p.stderr.read() for p in both]
     with ProjectStore(tmp_path / "proj") as store:
         assert store.counts()["labeled"] == 400 and store.counts()["imports"] == 2
+
+
+def test_a_query_killed_at_random_moments_records_one_query(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(root / f"{i}.png")
+    labels = tmp_path / "seed.csv"
+    labels.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(10)))
+    init = _learnloss("init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b", "--labels",
+                      str(labels), "--image-size", "8", "--epochs", "3")
+    assert init.wait(timeout=600) == 0, init.stderr.read()
+    random_delay = random.Random(7)
+    kills = 0
+    for attempt in range(30):
+        process = _learnloss("query", str(tmp_path / "proj"), "--k", "5", "--quiet")
+        if kills < 6:
+            time.sleep(random_delay.uniform(0.5, 4.0))
+        if kills < 6 and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            continue
+        assert process.wait(timeout=600) == 0, process.stderr.read()
+        break
+    db = sqlite3.connect(tmp_path / "proj" / "learnloss.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert list(db.execute("SELECT cycle, count(*) FROM queries GROUP BY cycle")) == [(0, 5)]
+    assert db.execute("SELECT count(*) FROM labels").fetchone()[0] == 10
+    db.close()
+    again = _learnloss("query", str(tmp_path / "proj"), "--k", "5", "--quiet")
+    assert again.wait(timeout=600) == 0
+    db = sqlite3.connect(tmp_path / "proj" / "learnloss.db")
+    assert list(db.execute("SELECT cycle, count(*) FROM queries GROUP BY cycle")) == [(0, 5)], "query duplicated"
+    db.close()
+    assert (tmp_path / "proj" / "exports" / "query-0.labelstudio.json").exists()

@@ -1,0 +1,65 @@
+"""The labeling commands from the command line: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from learnloss.cli.main import main
+
+
+@pytest.fixture
+def project(tmp_path, capsys):
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(root / f"{i}.png")
+    seed = tmp_path / "seed.csv"
+    seed.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(6)))
+    code = main(["init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b", "--labels", str(seed),
+                 "--image-size", "8", "--epochs", "2"])
+    assert code == 0
+    assert "30 pool and 0 test images, 6 labeled" in capsys.readouterr().out
+    return tmp_path / "proj"
+
+
+def test_init_query_label_status_export(project, tmp_path, capsys):
+    assert main(["query", str(project), "--k", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "cycle 0: trained; queried 4 items" in out and "query-0.labelstudio.json" in out
+    batch = json.loads((project / "exports" / "query-0.json").read_text())
+    labels = tmp_path / "answers.json"
+    labels.write_text(json.dumps([{"id": item["id"], "label": "a"} for item in batch["items"]]))
+    assert main(["label", str(project), str(labels)]) == 0
+    assert "answers.json: 4 added, 0 relabeled, 0 already stored" in capsys.readouterr().out
+    assert main(["label", str(project), str(labels)]) == 0
+    assert "0 added, 0 relabeled, 4 already stored" in capsys.readouterr().out
+    assert main(["status", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "labeled 10 (0 relabels), 2 imports, 1 cycles" in out and "cycle 0 (queried): 6 labels" in out
+    assert main(["export", str(project), "--out", str(tmp_path / "all.csv")]) == 0
+    assert "wrote 10 labels" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["label", "PROJECT", "MISSING.csv"], "cannot read the label file"),
+        (["label", "PROJECT", "BAD.csv"], "1 problem, nothing was imported: row 2: unknown class 'c'"),
+        (["query", "NOWHERE", "--k", "3"], "is not a learnloss project"),
+        (["init", "PROJECT", "--images", "NOWHERE"], "already exists"),
+        (["export", "PROJECT", "--out", "labels.xlsx"], "export format must be csv or json"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(project, tmp_path, capsys, args, fragment):
+    (tmp_path / "BAD.csv").write_text("path,label\n7.png,c\n")
+    replace = {"PROJECT": str(project), "NOWHERE": str(tmp_path / "nowhere"), "MISSING.csv": str(tmp_path / "m.csv"),
+               "BAD.csv": str(tmp_path / "BAD.csv"), "labels.xlsx": str(tmp_path / "labels.xlsx")}
+    capsys.readouterr()
+    assert main([replace.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("learnloss: error:") and fragment in err and "Traceback" not in err
