@@ -1,9 +1,10 @@
 """Benchmarks: every arm (a strategy with optional setting overrides) × every seed under one protocol.
 
 Runs go to ``OUT/<arm>/seed-<seed>/results.json``. A run whose ``results.json`` exists and was made with the
-same settings is skipped, so an interrupted benchmark resumes where it stopped (``results.json`` is written
-atomically at the end of a run, so a killed run leaves nothing half-written and is simply run again). A run
-folder made with other settings is never overwritten: the benchmark stops and names the settings that differ.
+same settings is skipped, so an interrupted benchmark resumes where it stopped: every run is journaled in a
+project store in its folder (:mod:`learnloss.project.simulation`), so a run killed mid-way continues after its
+last completed step, and ``results.json`` is written atomically at its end. A run folder made with other
+settings is never overwritten: the benchmark stops and names the settings that differ.
 
 Within a seed every arm starts from the same initial labeled set and the same initial weights (the loop draws
 both from the seed alone), so differences between arms are paired; the report checks this from the recorded
@@ -24,6 +25,7 @@ from learnloss.data.registry import canonical_name
 from learnloss.errors import UsageError
 from learnloss.experiment import run_experiment
 from learnloss.models import model_builder
+from learnloss.project.store import DB_FILENAME
 from learnloss.protocols import resolve_settings
 from learnloss.reports.plots import plot_learning_curve
 from learnloss.reports.results import RESULTS_FILENAME, load_results, write_json_atomic
@@ -158,7 +160,8 @@ def run_bench(
     say(f"benchmark {protocol}: {len(plan)} runs, {len(plan) - len(todo)} already done")
     for number, run in enumerate(todo, 1):
         say(f"[{number}/{len(todo)}] {run.arm.label}, seed {run.seed}")
-        results = run_experiment(protocol, run.overrides, progress=progress)
+        resume = (run.folder / DB_FILENAME).exists()  # a run killed mid-way continues after its last step
+        results = run_experiment(protocol, run.overrides, progress=progress, out=run.folder, resume=resume)
         results["config"]["arm"] = run.arm.label
         results["bench"] = {"protocol": protocol, "settings": run.settings}
         run.folder.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ def run_experiment(
     if out is None:
         cycles = [result.to_dict() for result in loop.run(on_cycle)]
     else:
-        with ProjectStore(out, create=not resume) as store:
+        with ProjectStore(out, create=not resume) as store, store.exclusive("run"):
             journal = StoreJournal(store, settings, list(dataset.classes), strategy.name)
             cycles = [result.to_dict() for result in loop.run(on_cycle, journal)]
     config = {

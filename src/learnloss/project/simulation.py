@@ -2,7 +2,8 @@
 
 The run folder is a project: its store holds the sampled items (pool indices), every label the ground-truth
 oracle gave with its provenance, and per cycle the resolved settings, the metrics, the checkpoint (weights and
-random streams after training) and the random streams after the query. Each step is one transaction, written
+random streams after training; only the latest cycle keeps its file, which is all a resume needs) and the
+random streams after the query. Each step is one transaction, written
 after its checkpoint is durable; a process killed at any moment leaves the store at the end of some step, and
 :meth:`StoreJournal.resume` puts the loop back exactly there — same weights, same random streams — so the
 resumed run selects what the uninterrupted run would have and never repeats a query.
@@ -109,6 +110,9 @@ class StoreJournal(LoopJournal):
         path = self._checkpoint_path(result.cycle)
         digest = save_checkpoint(path, snapshot)  # durable before the store points at it
         with self.store.transaction() as db:
+            # only the latest checkpoint is needed to resume; older ones are dropped once this one is recorded
+            older = [row[0] for row in db.execute("SELECT checkpoint FROM cycles WHERE checkpoint IS NOT NULL")]
+            db.execute("UPDATE cycles SET checkpoint = NULL, checkpoint_sha256 = NULL")
             db.execute(
                 "INSERT INTO cycles(cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, "
                 "created_at) VALUES (?, 'trained', ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
@@ -116,6 +120,8 @@ class StoreJournal(LoopJournal):
                  label_fingerprint(self.store.current_labels()), path.relative_to(self.store.project).as_posix(),
                  digest),
             )
+        for name in older:
+            (self.store.project / name).unlink(missing_ok=True)
 
     def queried(self, result: CycleResult, scores: np.ndarray | None, labels: np.ndarray, snapshot: dict[str, Any]) -> None:
         with self.store.transaction() as db:
