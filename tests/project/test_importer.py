@@ -166,3 +166,31 @@ def test_fuzz_a_file_either_applies_entirely_or_changes_nothing(store, tmp_path,
     assert labels[1] == "cat", "an import without --relabel changed a stored label"
     assert len(labels) == 1 + summary.added
     assert set(labels.values()) <= {"bird", "cat", "dog"}
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 1000) | st.sampled_from(["cat", "dog", "wolf", "img/1.png", "", "../x"])
+    | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["id", "path", "label", "learnloss_id", "data", "annotations", "result", "value", "choices",
+                         "was_cancelled", "labels"]), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=_json_values)
+def test_fuzz_json_and_label_studio_files_apply_entirely_or_change_nothing(store, tmp_path, document):
+    with store.transaction() as db:
+        db.execute("DELETE FROM labels")
+        db.execute("DELETE FROM imports")
+        store.add_labels(db, [LabelRecord(1, "cat", "seed")])
+    before = _snapshot(store)
+    path = _write(tmp_path, "fuzz.json", json.dumps(document))
+    try:
+        summary = import_labels(store, path)
+    except LabelFileError:
+        assert _snapshot(store) == before
+        return
+    labels = store.current_labels()
+    assert labels[1] == "cat" and len(labels) == 1 + summary.added
