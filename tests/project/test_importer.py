@@ -194,3 +194,11 @@ def test_fuzz_json_and_label_studio_files_apply_entirely_or_change_nothing(store
         return
     labels = store.current_labels()
     assert labels[1] == "cat" and len(labels) == 1 + summary.added
+
+
+@pytest.mark.parametrize("task", [{"annotations": True}, {"annotations": [{"result": 3}]},
+                                  {"annotations": [{"result": [{"value": 5}]}]}, {"annotations": [{"result": [7]}]}])
+def test_malformed_label_studio_tasks_are_reported(store, tmp_path, task):
+    with pytest.raises(LabelFileError, match="task 1: "):
+        import_labels(store, _write(tmp_path, "ls.json", json.dumps([{"data": {"learnloss_id": 1}, **task}])))
+    assert store.current_labels() == {}

@@ -145,11 +145,20 @@ def _parse_csv(text: str, problems: list[str]) -> list[LabelRow]:
 
 def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) -> str | None:
     chosen = set()
-    for annotation in task.get("annotations") or []:
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        problems.append(f"{where}: 'annotations' must be a list")
+        return None
+    for annotation in annotations:
         if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
             continue
-        for result in annotation.get("result") or []:
-            choices = result.get("value", {}).get("choices") if isinstance(result, dict) else None
+        results = annotation.get("result") or []
+        if not isinstance(results, list):
+            problems.append(f"{where}: an annotation's 'result' must be a list")
+            return None
+        for result in results:
+            value = result.get("value") if isinstance(result, dict) else None
+            choices = value.get("choices") if isinstance(value, dict) else None
             if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], str):
                 problems.append(f"{where}: an annotation result is not a single choice")
                 return None
