@@ -26,16 +26,12 @@ from learnloss.errors import UsageError
 from learnloss.experiment import run_experiment
 from learnloss.models import model_builder
 from learnloss.project.store import DB_FILENAME
-from learnloss.protocols import resolve_settings
+from learnloss.protocols import LOCATION_SETTINGS, resolve_settings
 from learnloss.reports.plots import plot_learning_curve
 from learnloss.reports.results import RESULTS_FILENAME, load_results, write_json_atomic
 from learnloss.strategies import build_strategy
 
-__all__ = ["UNCOMPARED_SETTINGS", "Arm", "BenchRun", "plan_runs", "run_bench"]
-
-#: Settings that may differ between a stored run and the request (where it ran, where the data lives).
-UNCOMPARED_SETTINGS = frozenset({"device", "data_dir", "download"})
-
+__all__ = ["Arm", "BenchRun", "plan_runs", "run_bench"]
 
 @dataclass(frozen=True)
 class Arm:
@@ -113,7 +109,7 @@ def plan_runs(
 
 
 def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in settings.items() if key not in UNCOMPARED_SETTINGS}
+    return {key: value for key, value in settings.items() if key not in LOCATION_SETTINGS}
 
 
 def _finished(run: BenchRun) -> bool:

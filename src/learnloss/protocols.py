@@ -107,6 +107,10 @@ BENCHMARKS: dict[str, dict[str, Any]] = {
               "seeds": (0, 1, 2, 3, 4)},
 }
 
+#: Settings that say where a run executes and finds its data, not what it computes: a stored run may be resumed
+#: or counted as done with other values of these.
+LOCATION_SETTINGS = frozenset({"device", "data_dir", "download"})
+
 EPOCH_SCALED = ("milestones", "stop_grad_epoch")
 """Settings given in epochs: when only ``epochs`` is overridden they are scaled with it."""
 

@@ -135,6 +135,15 @@ def test_an_unknown_file_type_is_refused(store, tmp_path):
         import_labels(store, _write(tmp_path, "labels.xlsx", "x"))
 
 
+def _reset_to_one_label(store):
+    """Each fuzz example starts from a store holding one label (item 1: cat); returns its snapshot."""
+    with store.transaction() as db:
+        db.execute("DELETE FROM labels")
+        db.execute("DELETE FROM imports")
+        store.add_labels(db, [LabelRecord(1, "cat", "seed")])
+    return _snapshot(store)
+
+
 _cells = st.one_of(
     st.sampled_from(["1", "2", "7", "999", "-1", "x", "", "cat", "dog", "wolf", "img/0.png", "../a", "/abs", "1.5"]),
     st.text(alphabet=string.printable, max_size=6),
@@ -150,11 +159,7 @@ _cells = st.one_of(
 def test_fuzz_a_file_either_applies_entirely_or_changes_nothing(store, tmp_path, header, rows, garbage):
     """Property: after any import attempt, the store holds either the state before it or that state plus
     exactly the file's valid labels — never a part of a rejected file."""
-    with store.transaction() as db:
-        db.execute("DELETE FROM labels")
-        db.execute("DELETE FROM imports")
-        store.add_labels(db, [LabelRecord(1, "cat", "seed")])
-    before = _snapshot(store)
+    before = _reset_to_one_label(store)
     text = ",".join(header) + "\n" + "\n".join(",".join(row) for row in rows)
     path = _write(tmp_path, "fuzz.csv", text.encode("utf-8") + garbage)
     try:
@@ -181,11 +186,7 @@ _json_values = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=_json_values)
 def test_fuzz_json_and_label_studio_files_apply_entirely_or_change_nothing(store, tmp_path, document):
-    with store.transaction() as db:
-        db.execute("DELETE FROM labels")
-        db.execute("DELETE FROM imports")
-        store.add_labels(db, [LabelRecord(1, "cat", "seed")])
-    before = _snapshot(store)
+    before = _reset_to_one_label(store)
     path = _write(tmp_path, "fuzz.json", json.dumps(document))
     try:
         summary = import_labels(store, path)

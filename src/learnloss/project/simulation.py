@@ -25,6 +25,7 @@ from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopJournal, 
 from learnloss.errors import UsageError
 from learnloss.project.checkpoint import load_checkpoint, save_checkpoint
 from learnloss.project.store import LabelRecord, ProjectStore
+from learnloss.protocols import LOCATION_SETTINGS
 
 __all__ = ["StoreJournal", "label_fingerprint"]
 
@@ -62,7 +63,7 @@ class StoreJournal(LoopJournal):
     def __init__(self, store: ProjectStore, settings: dict[str, Any], classes: list[str], strategy: str) -> None:
         self.store, self.strategy = store, strategy
         # as stored (plain JSON); where it runs and where the data lives may change between sessions
-        self.settings = json.loads(json.dumps({k: v for k, v in settings.items() if k not in ("device", "data_dir", "download")}))
+        self.settings = json.loads(json.dumps({k: v for k, v in settings.items() if k not in LOCATION_SETTINGS}))
         self.classes = list(classes)
         stored = store.meta("settings")
         if stored is None:
