@@ -97,10 +97,8 @@ class StoreJournal(LoopJournal):
             for rank, (source, label) in enumerate(zip(sources, labels))
         ]
         if cycle > 0:
-            db.executemany(
-                "INSERT INTO queries(cycle, item_id, score, rank, strategy, status) VALUES (?, ?, ?, ?, ?, 'open')",
-                [(cycle - 1, r.item_id, r.score, r.rank, self.strategy) for r in records],
-            )
+            self.store.add_queries(db, cycle - 1, self.strategy,
+                                   [(r.item_id, r.score, r.rank, None, None) for r in records])
         self.store.add_labels(db, records)
 
     def labeled(self, indices: np.ndarray, labels: np.ndarray) -> None:
@@ -114,12 +112,9 @@ class StoreJournal(LoopJournal):
             # only the latest checkpoint is needed to resume; older ones are dropped once this one is recorded
             older = [row[0] for row in db.execute("SELECT checkpoint FROM cycles WHERE checkpoint IS NOT NULL")]
             db.execute("UPDATE cycles SET checkpoint = NULL, checkpoint_sha256 = NULL")
-            db.execute(
-                "INSERT INTO cycles(cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, "
-                "created_at) VALUES (?, 'trained', ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
-                (result.cycle, json.dumps(self.settings), json.dumps(result.to_dict()),
-                 label_fingerprint(self.store.current_labels()), path.relative_to(self.store.project).as_posix(),
-                 digest),
+            self.store.add_trained_cycle(
+                db, result.cycle, self.settings, result.to_dict(), label_fingerprint(self.store.current_labels()),
+                path.relative_to(self.store.project).as_posix(), digest,
             )
         for name in older:
             (self.store.project / name).unlink(missing_ok=True)

@@ -349,6 +349,30 @@ class ProjectStore:
         cycle["config"], cycle["metrics"] = json.loads(cycle["config"]), json.loads(cycle["metrics"])
         return cycle
 
+    def add_trained_cycle(
+        self, db: sqlite3.Connection, cycle: int, config: dict[str, Any], metrics: dict[str, Any], fingerprint: str,
+        checkpoint: str, sha256: str,
+    ) -> None:
+        """Record a trained cycle and its (already durable) checkpoint, inside the caller's transaction."""
+        db.execute(
+            "INSERT INTO cycles(cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, "
+            "created_at) VALUES (?, 'trained', ?, ?, ?, ?, ?, ?)",
+            (cycle, json.dumps(config), json.dumps(metrics), fingerprint, checkpoint, sha256, now()),
+        )
+
+    def add_queries(
+        self, db: sqlite3.Connection, cycle: int, strategy: str,
+        rows: Sequence[tuple[int, float | None, int, str | None, float | None]],
+    ) -> None:
+        """Record open queries ``(item id, score, rank, prediction, confidence)`` of ``cycle``, inside the
+        caller's transaction."""
+        db.executemany(
+            "INSERT INTO queries(cycle, item_id, score, rank, strategy, status, prediction, confidence) "
+            "VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+            [(cycle, item_id, score, rank, strategy, prediction, confidence)
+             for item_id, score, rank, prediction, confidence in rows],
+        )
+
     def open_queries(self) -> list[tuple[int, int, str, float | None, int]]:
         """``(cycle, item id, source, score, rank)`` of every queried item not labeled yet."""
         return list(self.db.execute(

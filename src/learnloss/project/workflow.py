@@ -289,12 +289,8 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
             digest = save_checkpoint(path, loop.snapshot())
             with store.transaction() as db:
                 db.execute("DELETE FROM cycles WHERE cycle = ? AND status = 'trained'", (cycle,))
-                db.execute(
-                    "INSERT INTO cycles(cycle, status, config, metrics, label_fingerprint, checkpoint, "
-                    "checkpoint_sha256, created_at) VALUES (?, 'trained', ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
-                    (cycle, json.dumps(settings), json.dumps(result.to_dict()), fingerprint,
-                     path.relative_to(store.project).as_posix(), digest),
-                )
+                store.add_trained_cycle(db, cycle, settings, result.to_dict(), fingerprint,
+                                        path.relative_to(store.project).as_posix(), digest)
         selected, scores = loop.query_scored(k)
         probabilities = _probabilities(loop, selected)
         pool_ids = [r[0] for _, r in pool_rows]
@@ -307,12 +303,10 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
         with store.transaction() as db:
             if label_fingerprint(store.current_labels()) != fingerprint:
                 raise UsageError("labels were imported while this query trained; run query again to use them")
-            db.executemany(
-                "INSERT INTO queries(cycle, item_id, score, rank, strategy, status, prediction, confidence) "
-                "VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
-                [(cycle, item.item_id, None if scores is None else item.score, item.rank, settings["strategy"],
-                  item.prediction, item.confidence) for item in items],
-            )
+            store.add_queries(db, cycle, settings["strategy"], [
+                (item.item_id, None if scores is None else item.score, item.rank, item.prediction, item.confidence)
+                for item in items
+            ])
             db.execute("UPDATE cycles SET status = 'queried' WHERE cycle = ?", (cycle,))
         files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": settings["strategy"]})
         return QueryOutcome(cycle, trained, True, items, files)
