@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import learnloss
-from learnloss.active.scoring import ModelView, stream
+from learnloss.inference import ModelView, stream
 from learnloss.models import build_model, default_taps
 from learnloss.strategies import LearningLossStrategy
 from learnloss.tasks import ClassificationTask

@@ -23,7 +23,7 @@ import numpy as np
 
 from learnloss.data import load_dataset
 from learnloss.reports.compare import group_runs
-from learnloss.reports.metrics import mean_std
+from learnloss.metrics import mean_std
 
 
 def class_shares(selected: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

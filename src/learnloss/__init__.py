@@ -8,7 +8,7 @@ Attach a loss prediction module to your model with :func:`attach`, train it join
 from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
 from learnloss.active.oracle import GroundTruthOracle, Oracle
 from learnloss.active.pool import Pool
-from learnloss.active.scoring import BatchOutputs, ModelView, Need
+from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.lpm import FeatureTaps, LearningLoss, LossPredictionModule, attach, margin_ranking_loss, mse_loss

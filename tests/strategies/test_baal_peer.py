@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from learnloss.active.scoring import BatchOutputs, ModelView
+from learnloss.inference import BatchOutputs, ModelView
 from learnloss.errors import UsageError
 from learnloss.models import SmallCNN
 from learnloss.strategies import BaalBALD, BaalEntropy, QueryContext

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import learnloss
-from learnloss.active.scoring import ModelView
+from learnloss.inference import ModelView
 from learnloss.data.batches import ArrayBatches
 from learnloss.errors import TrainingDivergedError, UsageError
 from learnloss.tasks import ClassificationTask

@@ -21,13 +21,13 @@ from torch import nn
 
 from learnloss.active.oracle import GroundTruthOracle, Oracle
 from learnloss.active.pool import Pool
-from learnloss.active.scoring import BatchOutputs, ModelView, Need, stream
+from learnloss.inference import BatchOutputs, ModelView, Need, stream
 from learnloss.data.batches import ArrayBatches
 from learnloss.data.dataset import Dataset
 from learnloss.errors import BudgetError, UsageError
 from learnloss.lpm.attach import attach
 from learnloss.lpm.taps import FeatureTaps
-from learnloss.reports.metrics import ranking_accuracy, spearman
+from learnloss.metrics import ranking_accuracy, spearman
 from learnloss.strategies.base import QueryContext, Strategy
 from learnloss.tasks.base import Task
 from learnloss.tasks.classification import ClassificationTask
@@ -320,7 +320,7 @@ class ResumePoint:
 
 
 class LoopJournal(Protocol):
-    """A durable record of a run's steps (:class:`learnloss.project.simulation.StoreJournal` keeps it in the
+    """A durable record of a run's steps (:class:`learnloss.runs.journal.StoreJournal` keeps it in the
     project store). Each method is called once its step is complete and must record it atomically."""
 
     def resume(self, loop: ActiveLearningLoop) -> ResumePoint | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from learnloss.errors import LearnLossError, UsageError
 
 if TYPE_CHECKING:
-    from learnloss.bench import Arm
+    from learnloss.runs.bench import Arm
 
 EXIT_USAGE = 2
 
@@ -66,7 +66,7 @@ def _finite_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from learnloss.protocols import available_protocols
+    from learnloss.runs.presets import available_protocols
 
     parser = argparse.ArgumentParser(
         prog="learnloss", description="Learning Loss for Active Learning (Yoo & Kweon, CVPR 2019) and baselines."
@@ -193,7 +193,7 @@ def parse_arm(spec: str) -> Arm:
     Raises:
         UsageError: an unknown setting, a malformed part or a bad value (the message names the arm).
     """
-    from learnloss.bench import Arm
+    from learnloss.runs.bench import Arm
 
     strategy, *parts = spec.split(":")
     argv = []
@@ -226,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from learnloss.active.loop import CycleResult
-    from learnloss.experiment import run_experiment
+    from learnloss.runs.experiment import run_experiment
     from learnloss.reports.compare import format_curve_table
     from learnloss.reports.plots import plot_learning_curve
     from learnloss.reports.results import write_json_atomic
@@ -269,8 +269,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from learnloss.bench import run_bench
-    from learnloss.protocols import BENCHMARKS, resolve_settings
+    from learnloss.runs.bench import run_bench
+    from learnloss.runs.presets import BENCHMARKS, resolve_settings
     from learnloss.reports.compare import format_table, summarise_groups, group_runs
     from learnloss.reports.report import write_report
 
@@ -290,7 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from learnloss.project.workflow import init_project
+    from learnloss.labeling.workflow import init_project
 
     settings = {key: getattr(args, key) for key in ("model", "image_size", "epochs", "strategy", "seed")}
     counts = init_project(args.project, images=args.images, manifest=args.manifest, classes=args.classes,
@@ -300,7 +300,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from learnloss.project.workflow import query_project
+    from learnloss.labeling.workflow import query_project
 
     outcome = query_project(args.project, args.k, args.strategy, args.device, progress=not args.quiet)
     how = "trained" if outcome.trained else "reused the checkpoint of the current labels"
@@ -324,7 +324,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from learnloss.project.workflow import project_status
+    from learnloss.labeling.workflow import project_status
 
     status = project_status(args.project)
     if args.json:
@@ -344,7 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from learnloss.project.workflow import export_labels
+    from learnloss.labeling.workflow import export_labels
 
     count = export_labels(args.project, args.out)
     print(f"wrote {count} labels to {args.out}")

@@ -18,7 +18,7 @@ from learnloss.reports.compare import (
     strategy_label,
     summarise_groups,
 )
-from learnloss.reports.metrics import aubc, mean_std, ranking_accuracy, spearman
+from learnloss.metrics import aubc, mean_std, ranking_accuracy, spearman
 from learnloss.reports.paired import PairedDifference, paired_difference
 from learnloss.reports.plots import plot_comparison, plot_learning_curve
 from learnloss.reports.report import write_report

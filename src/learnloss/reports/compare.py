@@ -1,7 +1,7 @@
 """Compare finished runs: per strategy, AUBC and final accuracy as mean ± std over seeds; text tables.
 
 AUBC is the area under the budget curve of Zhan et al. 2021, "A comparative survey of deep active learning"
-(:func:`learnloss.reports.metrics.aubc`); the LPM ranking accuracy shown per cycle is the measure of Yoo &
+(:func:`learnloss.metrics.aubc`); the LPM ranking accuracy shown per cycle is the measure of Yoo &
 Kweon, "Learning Loss for Active Learning", CVPR 2019.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from learnloss.errors import UsageError
-from learnloss.reports.metrics import aubc, mean_std
+from learnloss.metrics import aubc, mean_std
 from learnloss.reports.results import RESULTS_FILENAME, ResultsFormatError, ResultsNotFoundError, load_results
 
 __all__ = [

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
-from learnloss.reports.metrics import aubc
+from learnloss.metrics import aubc
 from learnloss.reports.results import validate_results
 
 if TYPE_CHECKING:

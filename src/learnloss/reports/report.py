@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from learnloss.reports.compare import group_runs
-from learnloss.reports.metrics import aubc, mean_std
+from learnloss.metrics import aubc, mean_std
 from learnloss.reports.paired import paired_difference
 from learnloss.reports.plots import plot_comparison
 from learnloss.reports.results import write_text_atomic

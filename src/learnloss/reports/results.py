@@ -15,8 +15,8 @@ A run writes ``DIR/results.json``::
     }
 
 ``lpm_ranking_accuracy`` is the ranking accuracy of Yoo & Kweon, "Learning Loss for Active Learning",
-CVPR 2019 (see :func:`learnloss.reports.metrics.ranking_accuracy`); ``aubc`` the area under the budget
-curve of Zhan et al. 2021 (see :func:`learnloss.reports.metrics.aubc`); both are ``null`` when undefined.
+CVPR 2019 (see :func:`learnloss.metrics.ranking_accuracy`); ``aubc`` the area under the budget
+curve of Zhan et al. 2021 (see :func:`learnloss.metrics.aubc`); both are ``null`` when undefined.
 Non-finite floats are always written as ``null`` so the file stays valid JSON.
 """
 

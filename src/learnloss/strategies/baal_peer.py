@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learnloss.active.scoring import BatchOutputs, ModelView, Need
+from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.errors import UsageError
 from learnloss.strategies.base import QueryContext, ScoreStrategy
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from learnloss.active.scoring import BatchOutputs, ModelView, Need
+from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.errors import LearnLossError, UsageError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learnloss.active.scoring import BatchOutputs, Need
+from learnloss.inference import BatchOutputs, Need
 from learnloss.strategies.base import QueryContext, Strategy
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from learnloss.active.scoring import BatchOutputs, Need
+from learnloss.inference import BatchOutputs, Need
 from learnloss.strategies.base import ScoreStrategy
 
 

@@ -11,7 +11,7 @@ from abc import abstractmethod
 
 import torch
 
-from learnloss.active.scoring import BatchOutputs, Need
+from learnloss.inference import BatchOutputs, Need
 from learnloss.strategies.base import ScoreStrategy
 
 

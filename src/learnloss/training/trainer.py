@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from learnloss.active.scoring import ModelView
+from learnloss.inference import ModelView
 from learnloss.data.batches import Batch
 from learnloss.errors import TrainingDivergedError, UsageError
 from learnloss.lpm.losses import get_lpm_loss
@@ -80,7 +80,7 @@ class EpochLog:
 
 
 class Trainer:
-    """Train a :class:`~learnloss.active.scoring.ModelView` (the model and its LPM, if any) on batches."""
+    """Train a :class:`~learnloss.inference.stream.ModelView` (the model and its LPM, if any) on batches."""
 
     def __init__(self, config: TrainConfig, progress: bool = False) -> None:
         self.config = config

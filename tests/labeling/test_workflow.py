@@ -12,7 +12,7 @@ from PIL import Image
 from learnloss.errors import UsageError
 from learnloss.project.importer import import_labels
 from learnloss.project.store import ProjectStore
-from learnloss.project.workflow import export_labels, init_project, project_status, query_project
+from learnloss.labeling.workflow import export_labels, init_project, project_status, query_project
 
 FAST = {"epochs": 2, "milestones": [], "stop_grad_epoch": 1, "image_size": 8, "batch_size": 8}
 

@@ -2,7 +2,7 @@
 
 Runs go to ``OUT/<arm>/seed-<seed>/results.json``. A run whose ``results.json`` exists and was made with the
 same settings is skipped, so an interrupted benchmark resumes where it stopped: every run is journaled in a
-project store in its folder (:mod:`learnloss.project.simulation`), so a run killed mid-way continues after its
+project store in its folder (:mod:`learnloss.runs.journal`), so a run killed mid-way continues after its
 last completed step, and ``results.json`` is written atomically at its end. A run folder made with other
 settings is never overwritten: the benchmark stops and names the settings that differ.
 
@@ -23,10 +23,10 @@ from typing import Any
 
 from learnloss.data.registry import canonical_name
 from learnloss.errors import UsageError
-from learnloss.experiment import run_experiment
+from learnloss.runs.experiment import run_experiment
 from learnloss.models import model_builder
 from learnloss.project.store import DB_FILENAME
-from learnloss.protocols import LOCATION_SETTINGS, resolve_settings
+from learnloss.runs.presets import LOCATION_SETTINGS, resolve_settings
 from learnloss.reports.plots import plot_learning_curve
 from learnloss.reports.results import RESULTS_FILENAME, load_results, write_json_atomic
 from learnloss.strategies import build_strategy

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import learnloss
-from learnloss.active.scoring import ModelView, stream
+from learnloss.inference import ModelView, stream
 from learnloss.data.batches import ArrayBatches
 from learnloss.tasks import ClassificationTask
 

@@ -15,10 +15,10 @@ from learnloss.data import load_dataset
 from learnloss.device import resolve_device
 from learnloss.models import default_taps, embedding_layer, model_builder
 from learnloss.errors import UsageError
-from learnloss.project.simulation import StoreJournal
+from learnloss.runs.journal import StoreJournal
 from learnloss.project.store import DB_FILENAME, ProjectStore
-from learnloss.protocols import resolve_settings
-from learnloss.reports.metrics import aubc
+from learnloss.runs.presets import resolve_settings
+from learnloss.metrics import aubc
 from learnloss.reports.results import environment_info
 from learnloss.strategies import build_strategy
 from learnloss.training.trainer import TrainConfig
@@ -42,7 +42,7 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Resolve the settings, run the loop and return the ``results.json`` document.
 
-    With ``out``, the run is journaled in a project store there (:class:`~learnloss.project.simulation.StoreJournal`):
+    With ``out``, the run is journaled in a project store there (:class:`~learnloss.runs.journal.StoreJournal`):
     every step is durable as it completes, and ``resume=True`` continues a run that stopped (a crash, a kill,
     Ctrl-C) after its last completed step, selecting what the uninterrupted run would have. Every name and
     count is validated before any training starts.

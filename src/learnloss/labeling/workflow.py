@@ -34,7 +34,7 @@ from learnloss.project.checkpoint import CheckpointError, load_checkpoint, save_
 from learnloss.project.exports import QueriedItem, unescape_cell, write_csv, write_json, write_query_batch
 from learnloss.project.importer import import_labels
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
-from learnloss.project.simulation import label_fingerprint
+from learnloss.runs.journal import label_fingerprint
 from learnloss.project.store import LabelRecord, ProjectStore
 from learnloss.strategies import build_strategy
 from learnloss.training.trainer import TrainConfig
@@ -313,7 +313,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
 
 
 def _probabilities(loop: ActiveLearningLoop, selected: np.ndarray) -> np.ndarray:
-    from learnloss.active.scoring import stream
+    from learnloss.inference import stream
 
     _, values = stream(loop.view, loop._eval_batches(loop.dataset.x_train, None, selected),
                        lambda batch: {"p": batch.probabilities})

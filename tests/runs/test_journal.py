@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from learnloss.errors import UsageError
-from learnloss.experiment import run_experiment
+from learnloss.runs.experiment import run_experiment
 from learnloss.project.checkpoint import CheckpointError
-from learnloss.project.simulation import StoreJournal
+from learnloss.runs.journal import StoreJournal
 from learnloss.project.store import ProjectStore
 
 TINY = {"epochs": 2, "initial": 30, "query": 20, "cycles": 3, "subset": 200, "device": "cpu", "seed": 7}

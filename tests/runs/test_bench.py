@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from learnloss.bench import Arm, plan_runs, run_bench
+from learnloss.runs.bench import Arm, plan_runs, run_bench
 from learnloss.errors import UsageError
 
 TINY = {"epochs": 1, "initial": 20, "query": 10, "cycles": 2, "subset": 60, "device": "cpu"}

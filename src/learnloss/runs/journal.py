@@ -25,7 +25,7 @@ from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopJournal, 
 from learnloss.errors import UsageError
 from learnloss.project.checkpoint import load_checkpoint, save_checkpoint
 from learnloss.project.store import LabelRecord, ProjectStore
-from learnloss.protocols import LOCATION_SETTINGS
+from learnloss.runs.presets import LOCATION_SETTINGS
 
 __all__ = ["StoreJournal", "label_fingerprint"]
 
