@@ -1,4 +1,4 @@
-"""Streaming scoring: aligned to pool indices, eval mode, no augmentation (METHOD.md §3.2, §3.6)."""
+"""Streaming scoring: aligned to pool indices, eval mode, no augmentation (docs/pitfalls.md §2, §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The loss prediction module, its taps and its losses (METHOD.md §3 pitfalls 3, 4, 5, 7)."""
+"""The loss prediction module, its taps and its losses (docs/pitfalls.md §3, §4, §5, §7)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_layers_that_do_not_run_are_reported():
 
 
 def test_every_lpm_parameter_is_registered_and_updated():
-    """METHOD.md §3.4: layers in a plain list are never registered, never trained."""
+    """docs/pitfalls.md §4: layers in a plain list are never registered, never trained."""
     lpm = LossPredictionModule([6, 5, 4], width=16)
     names = {name for name, _ in lpm.named_parameters()}
     assert names == {f"levels.{i}.{p}" for i in range(3) for p in ("weight", "bias")} | {"out.weight", "out.bias"}

@@ -76,7 +76,7 @@ class Fixed(ScoreStrategy):
 
 
 def test_score_strategies_pick_the_highest_scores():
-    """METHOD.md §3.1: selecting the lowest predicted losses is the classic bug."""
+    """docs/pitfalls.md §1: selecting the lowest predicted losses is the classic bug."""
     candidates = np.array([10, 11, 12, 13, 14])
     scores = np.array([0.1, 5.0, -2.0, 3.0, 4.0])
     context = QueryContext(rng=np.random.default_rng(0))

@@ -1,4 +1,4 @@
-"""Joint training: stop-gradient, one forward per step, schedule order, divergence (METHOD.md §3.3, 3.8, 3.11)."""
+"""Joint training: stop-gradient, one forward per step, schedule order, divergence (docs/pitfalls.md §3, §8, §11)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_bad_settings_are_usage_errors(kwargs, match):
 
 @pytest.mark.parametrize("n, batch_size, sizes", [(49, 16, [16, 16, 17]), (45, 7, [7] * 6 + [3]), (1, 4, [1])])
 def test_odd_batches_train_and_a_trailing_single_sample_is_folded_in(tiny_dataset, tiny_net, n, batch_size, sizes):
-    """METHOD.md §3.5: odd batch sizes must not crash the pairing; BatchNorm cannot train on one sample,
+    """docs/pitfalls.md §5: odd batch sizes must not crash the pairing; BatchNorm cannot train on one sample,
     so a trailing batch of one joins the batch before it (no sample is dropped)."""
     batches = ArrayBatches(tiny_dataset.x_train, tiny_dataset.y_train, np.arange(n), batch_size,
                            tiny_dataset.to_float, torch.device("cpu"), shuffle=torch.Generator().manual_seed(0),

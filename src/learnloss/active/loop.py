@@ -47,7 +47,7 @@ class LoopConfig:
         subset: ``M``, unlabeled samples scored per cycle (None: all of them).
         seed: seed of every random choice (initial set, subsets, training order, augmentation, init).
         reset: ``warm`` keeps training the model of the previous cycle; ``reinit`` restores the initial
-            weights of the model and the LPM before each cycle (METHOD.md §3.9).
+            weights of the model and the LPM before each cycle (docs/pitfalls.md §9).
         layers: layers tapped by the LPM.
         embedding_layer: layer whose pooled output is the embedding (core-set).
         lpm_width: width of each LPM level.

@@ -31,7 +31,7 @@ class LossPredictionModule(nn.Module):
             raise UsageError(f"widths must be positive, got width={width}, in_channels={list(in_channels)}")
         self.in_channels = tuple(int(c) for c in in_channels)
         self.width = int(width)
-        # nn.ModuleList, not a Python list: every level's FC is registered and trained (METHOD.md §3.4).
+        # nn.ModuleList, not a Python list: every level's FC is registered and trained (docs/pitfalls.md §4).
         self.levels = nn.ModuleList(nn.Linear(c, width) for c in self.in_channels)
         self.out = nn.Linear(width * len(self.in_channels), 1)
 

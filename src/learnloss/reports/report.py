@@ -28,7 +28,7 @@ __all__ = ["BASELINES", "REPORT_FILENAME", "ArmSummary", "summarise_arm", "write
 REPORT_FILENAME = "report.md"
 NOTES_FILENAME = "notes.md"
 COMMANDS_FILENAME = "commands.txt"
-#: Every strategy is compared, seed by seed, against these (METHOD.md §3.10).
+#: Every strategy is compared, seed by seed, against these (docs/pitfalls.md §10).
 BASELINES = ("random", "entropy")
 #: Settings shown in the report's header, in this order.
 _SHOWN_SETTINGS = (

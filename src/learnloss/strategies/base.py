@@ -80,7 +80,7 @@ class Strategy(ABC):
 class ScoreStrategy(Strategy):
     """A strategy that scores each candidate on its own and picks the ``k`` highest scores.
 
-    The base does the ranking (highest first — METHOD.md §3.1), the alignment with pool indices, the stable
+    The base does the ranking (highest first — docs/pitfalls.md §1), the alignment with pool indices, the stable
     tie-break and the check for non-finite scores; a subclass implements only :meth:`score`.
     """
 

@@ -148,7 +148,7 @@ class Trainer:
                     f"lower the learning rate (now {config.lr}) or λ (now {config.lpm_weight}), or check the data "
                     "for NaN/inf values"
                 )
-            scheduler.step()  # after the epoch's optimiser steps (METHOD.md §3.11)
+            scheduler.step()  # after the epoch's optimiser steps (docs/pitfalls.md §11)
             logs.append(log)
             if on_epoch is not None:
                 on_epoch(log)
