@@ -30,6 +30,9 @@ class Dataset:
     (0..255) to bound memory and converted to float per batch by :meth:`to_float`; other data is ``float32``.
     ``mean``/``std`` are per-channel statistics of the *float* training inputs, used for normalisation.
     The test split may be empty (a labeling project without labeled test items): nothing is evaluated then.
+    ``task`` names the task the targets belong to (:func:`learnloss.tasks.build_task`): ``classification``
+    targets are class indices ``(N,)`` into ``classes``; ``regression`` targets are float vectors ``(N, D)``
+    whose ``D`` components ``classes`` names.
     """
 
     name: str
@@ -41,6 +44,7 @@ class Dataset:
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
@@ -55,14 +59,27 @@ class Dataset:
                 f"dataset {self.name!r}: train inputs {tuple(self.x_train.shape[1:])} and test inputs "
                 f"{tuple(self.x_test.shape[1:])} differ in shape"
             )
-        self.y_train = self.y_train.long()
-        self.y_test = self.y_test.long()
+        if self.task == "classification":
+            self.y_train = self.y_train.long()
+            self.y_test = self.y_test.long()
+        elif self.y_train.shape[1:] != self.y_test.shape[1:]:
+            raise DatasetFormatError(
+                f"dataset {self.name!r}: train targets {tuple(self.y_train.shape[1:])} and test targets "
+                f"{tuple(self.y_test.shape[1:])} differ in shape"
+            )
         if self.mean is None or self.std is None:
             self.mean, self.std = channel_stats(self.x_train)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the model's output: the number of classes, or of regression target components."""
+        if self.task == "classification" or self.y_train.dim() < 2:
+            return max(1, len(self.classes)) if self.task == "classification" else 1
+        return int(self.y_train.shape[1])
 
     @property
     def input_shape(self) -> tuple[int, ...]:

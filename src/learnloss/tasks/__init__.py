@@ -1,6 +1,25 @@
-"""Tasks: the per-sample loss and the metric of a kind of problem."""
+"""Tasks: the per-sample loss, the targets and the metrics of a kind of problem."""
 
+from __future__ import annotations
+
+from learnloss.errors import UnknownNameError
 from learnloss.tasks.base import Metric, Task
 from learnloss.tasks.classification import Accuracy, ClassificationTask
 
-__all__ = ["Accuracy", "ClassificationTask", "Metric", "Task"]
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask,)}
+
+
+def available_tasks() -> list[str]:
+    """Names accepted by :func:`build_task`."""
+    return sorted(TASKS)
+
+
+def build_task(name: str) -> Task:
+    """The task registered as ``name`` (``classification``, ``regression``)."""
+    try:
+        return TASKS[name]()
+    except KeyError:
+        raise UnknownNameError("task", name, available_tasks()) from None
+
+
+__all__ = ["TASKS", "Accuracy", "ClassificationTask", "Metric", "Task", "available_tasks", "build_task"]

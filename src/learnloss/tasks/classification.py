@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
+from learnloss.errors import UsageError
 from learnloss.tasks.base import Metric, Task
+
+__all__ = ["Accuracy", "ClassificationTask"]
 
 
 class Accuracy(Metric):
@@ -26,15 +31,34 @@ class Accuracy(Metric):
 
 
 class ClassificationTask(Task):
-    """Multi-class classification from logits ``(B, K)`` and integer targets ``(B,)``."""
+    """Multi-class classification from logits ``(B, K)`` and integer class targets ``(B,)`` (``-1``: unknown)."""
 
     name = "classification"
+    metrics = ("accuracy",)
+    primary_metric = "accuracy"
 
     def per_sample_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target, reduction="none")
 
-    def new_metric(self) -> Accuracy:
-        return Accuracy()
+    def new_metrics(self) -> dict[str, Metric]:
+        return {"accuracy": Accuracy()}
+
+    def empty_targets(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((size,), -1, dtype=torch.long)
+
+    def check_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        targets = torch.as_tensor(targets)
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.dim() != 1:
+            raise UsageError(f"classification targets must be integer class indices (B,), got {targets.dtype} "
+                             f"{tuple(targets.shape)}")
+        if targets.numel() and int(targets.min()) < 0:
+            raise UsageError("labels must be non-negative class indices")
+        return targets.long()
 
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:
         return torch.softmax(output.float(), dim=1)
+
+    def predict(self, output: Any) -> tuple[list[Any], list[float | None]]:
+        probabilities = self.probabilities(output).cpu()
+        confidence, index = probabilities.max(dim=1)
+        return index.tolist(), confidence.tolist()
