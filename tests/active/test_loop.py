@@ -33,7 +33,7 @@ def test_cycles_record_labels_metrics_and_selection():
     selected = np.concatenate([r.selected for r in results]).astype(np.int64)
     assert len(np.unique(selected)) == 20
     assert loop.pool.n_labeled == 40
-    assert np.array_equal(loop.pool.labels[selected], loop.dataset.y_train.numpy()[selected])
+    assert np.array_equal(loop.pool.targets.numpy()[selected], loop.dataset.y_train.numpy()[selected])
     assert sorted(loop.pool.labeled_at[selected].tolist()) == [1] * 10 + [2] * 10
 
 

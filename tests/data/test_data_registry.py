@@ -12,7 +12,8 @@ from learnloss.data import available_datasets, canonical_name, load_dataset
 from learnloss.data.split import stratified_split
 from learnloss.errors import UnknownNameError
 
-NAMES = ["cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder", "mnist", "npz", "tiny-imagenet"]
+NAMES = ["cifar10", "cifar100", "diabetes",
+    "digits", "fashion-mnist", "imagefolder", "mnist", "npz", "tiny-imagenet"]
 
 
 def test_available_datasets() -> None:

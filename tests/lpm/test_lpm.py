@@ -30,7 +30,9 @@ class MixedNet(nn.Module):
 @pytest.mark.parametrize("size", [(7, 9), (32, 32), (64, 48)])
 def test_attach_infers_widths_for_maps_sequences_and_vectors_of_any_size(size):
     net = MixedNet()
-    ll = learnloss.attach(net, ["conv", "seq", "head"], example_input=torch.zeros(2, 3, *size))
+    ll = learnloss.attach(
+        net, ["conv", "seq", "head"], example_input=torch.zeros(2, 3, *size), layouts={"seq": "batch-first"}
+    )
     assert ll.lpm.in_channels == (6, 5, 4)
     out = net(torch.randn(5, 3, *size))
     assert out.shape == (5, 3)
@@ -93,7 +95,7 @@ def test_every_lpm_parameter_is_registered_and_updated():
     assert names == {f"levels.{i}.{p}" for i in range(3) for p in ("weight", "bias")} | {"out.weight", "out.bias"}
     before = [p.detach().clone() for p in lpm.parameters()]
     optimizer = torch.optim.SGD(lpm.parameters(), lr=0.1)
-    features = [torch.randn(8, 6, 4, 4), torch.randn(8, 3, 5), torch.randn(8, 4)]
+    features = [torch.randn(8, 6), torch.randn(8, 5), torch.randn(8, 4)]  # pooled (B, C) vectors
     # MSE, because the ranking loss is blind to a shift of all predictions: the output bias gets no gradient.
     loss = mse_loss(lpm(features), torch.randn(8))
     loss.backward()

@@ -100,3 +100,35 @@ def test_the_query_batch_round_trips_through_the_importer(store, tmp_path):
     paths["csv"].write_text(text)  # what a labeler does in a spreadsheet
     summary = import_labels(store, paths["csv"])
     assert summary.added == 2 and store.current_labels() == {2: "bird", 5: "cat"}
+
+
+def _strict_json(text):
+    """Parse ``text`` as standard JSON: NaN, Infinity and -Infinity are refused."""
+
+    def refuse(token):
+        raise ValueError(f"invalid JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_batch_without_scores_writes_valid_json_and_empty_cells(store, tmp_path):
+    """A ``random`` query has no score: null in JSON, an empty CSV cell, no prediction score in Label Studio."""
+    nan = float("nan")
+    items = [QueriedItem(2, "img/1.png", 1, nan, "dog", 0.61), QueriedItem(5, "img/4.png", 2, nan, "cat", nan),
+             QueriedItem(6, "img/5.png", 3, None, "bird", float("inf"))]
+    paths = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "random", "x": nan})
+    for kind in ("json", "labelstudio"):
+        _strict_json(paths[kind].read_text(encoding="utf-8"))
+    document = _strict_json(paths["json"].read_text(encoding="utf-8"))
+    assert [item["score"] for item in document["items"]] == [None, None, None]
+    assert [item["confidence"] for item in document["items"]] == [0.61, None, None]
+    assert document["x"] is None
+    tasks = _strict_json(paths["labelstudio"].read_text(encoding="utf-8"))
+    assert [task["data"]["score"] for task in tasks] == [None, None, None]
+    assert tasks[0]["predictions"][0]["score"] == 0.61
+    assert "score" not in tasks[1]["predictions"][0] and "score" not in tasks[2]["predictions"][0]
+    assert tasks[1]["predictions"][0]["result"][0]["value"] == {"choices": ["cat"]}
+    rows = list(csv.DictReader(paths["csv"].open(encoding="utf-8")))
+    assert [row["score"] for row in rows] == ["", "", ""]
+    assert [row["confidence"] for row in rows] == ["0.6100", "", ""]
+    assert "nan" not in paths["csv"].read_text().lower()

@@ -12,11 +12,14 @@ import pytest
 from learnloss.reports import (
     ComparisonRow,
     ComparisonWarning,
+    ResultsFormatError,
     ResultsNotFoundError,
     compare_runs,
     format_curve_table,
     format_table,
     group_runs,
+    label_runs,
+    strategy_label,
     write_json_atomic,
 )
 from learnloss.errors import UsageError
@@ -75,16 +78,75 @@ def test_format_table(runs_root: Path) -> None:
     ]
 
 
+def _write(root: Path, name: str, results: dict[str, Any]) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    write_json_atomic(run / "results.json", results)
+
+
 def test_lpm_loss_variant_is_its_own_group(tmp_path: Path, make_results: Any) -> None:
     for seed, loss in enumerate(("ranking", "mse", "mse")):
-        run = tmp_path / f"run{seed}"
-        run.mkdir()
-        write_json_atomic(run / "results.json", make_results("learning-loss", seed, lpm_loss=loss))
-    other = tmp_path / "run9"
-    other.mkdir()
-    write_json_atomic(other / "results.json", make_results("random", 0, lpm_loss="mse"))
+        _write(tmp_path, f"run{seed}", make_results("learning-loss", seed, lpm_loss=loss))
+    _write(tmp_path, "run9", make_results("random", 0, lpm_loss="mse"))
     groups = group_runs([tmp_path])
-    assert {k: len(v) for k, v in groups.items()} == {"learning-loss": 1, "learning-loss (mse)": 2, "random": 1}
+    assert {k: len(v) for k, v in groups.items()} == {
+        "learning-loss (lpm_loss=mse)": 2, "learning-loss (lpm_loss=ranking)": 1, "random": 1,
+    }
+
+
+def test_runs_differing_in_settings_form_groups_labelled_by_them(tmp_path: Path, make_results: Any) -> None:
+    for seed in range(2):
+        for epoch in (0, 120):
+            _write(tmp_path, f"sg{epoch}-{seed}", make_results("learning-loss", seed, stop_grad_epoch=epoch,
+                                                               reset="reinit", milestones=[160]))
+    groups = group_runs([tmp_path])
+    assert {k: [r["config"]["seed"] for r in v] for k, v in groups.items()} == {
+        "learning-loss (stop_grad_epoch=0)": [0, 1], "learning-loss (stop_grad_epoch=120)": [0, 1],
+    }
+
+
+def test_labels_list_every_differing_setting_sorted_like_an_arm(tmp_path: Path, make_results: Any) -> None:
+    _write(tmp_path, "a", make_results("learning-loss", 0, reset="reinit", stop_grad_epoch=0, milestones=[80, 120]))
+    _write(tmp_path, "b", make_results("learning-loss", 0, reset="warm", stop_grad_epoch=120, milestones=[160]))
+    assert list(group_runs([tmp_path])) == [
+        "learning-loss (milestones=160, reset=warm, stop_grad_epoch=120)",
+        "learning-loss (milestones=80,120, reset=reinit, stop_grad_epoch=0)",
+    ]
+
+
+def test_runs_differing_only_in_seed_location_and_bookkeeping_share_a_group(
+    tmp_path: Path, make_results: Any
+) -> None:
+    for seed, device in enumerate(("cpu", "cuda:0", "cuda:1")):
+        _write(tmp_path, f"run{seed}", make_results(
+            "entropy", seed, device=device, data_dir=f"/data/{seed}", download=seed == 0, pool_size=1000 + seed,
+            protocol="quick" if seed else "fmnist-cpu", lpm_attached=bool(seed), lr=0.1 if seed else 0.10,
+        ))
+    groups = group_runs([tmp_path])
+    assert {k: len(v) for k, v in groups.items()} == {"entropy": 3}
+
+
+def test_arm_label_wins(tmp_path: Path, make_results: Any) -> None:
+    for seed in range(2):
+        _write(tmp_path, f"plain{seed}", make_results("learning-loss", seed, arm="learning-loss", reset="warm"))
+        _write(tmp_path, f"reinit{seed}", make_results("learning-loss", seed, arm="learning-loss (reset=reinit)",
+                                                      reset="reinit"))
+    groups = group_runs([tmp_path])
+    assert {k: len(v) for k, v in groups.items()} == {"learning-loss": 2, "learning-loss (reset=reinit)": 2}
+
+
+def test_label_runs_and_strategy_label_alone() -> None:
+    configs = [
+        {"strategy": "random", "seed": 0, "epochs": 10},
+        {"strategy": "random", "seed": 1, "epochs": 20},
+        {"strategy": "random", "seed": 2},  # a setting a run does not record is left out of its label
+        {"strategy": "entropy", "seed": 0, "epochs": 10},
+    ]
+    assert label_runs(configs) == ["random (epochs=10)", "random (epochs=20)", "random", "entropy"]
+    assert strategy_label({"strategy": "learning-loss", "lpm_loss": "mse"}) == "learning-loss"
+    assert strategy_label({"strategy": "learning-loss", "arm": "learning-loss (lpm_loss=mse)"}) == (
+        "learning-loss (lpm_loss=mse)"
+    )
 
 
 def test_schedule_mismatch_warns(tmp_path: Path, make_results: Any) -> None:
@@ -123,3 +185,53 @@ def test_format_curve_table(make_results: Any) -> None:
 def test_comparison_row_is_a_dataclass() -> None:
     row = ComparisonRow("x", 1, 0.5, 0.0, 0.6, 0.0, 100)
     assert format_table([row]).splitlines()[-1] == "x             1  0.5000 ± 0.0000       0.6000 ± 0.0000"
+
+
+# ------------------------------------------------------------------------------ the primary metric names the curve
+
+R2 = [(0.10, 0.30, 0.50), (0.20, 0.40, 0.60)]  # AUBC 0.30, 0.40
+
+
+def test_compare_regression_runs_by_r2(tmp_path: Path, make_results: Any) -> None:
+    for seed, curve in enumerate(R2):
+        _write(tmp_path, f"run{seed}", make_results("random", seed, curve, metric="test_r2", dataset="housing"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (row,) = compare_runs([tmp_path])
+    assert row.metric == "test_r2"
+    assert row.aubc_mean == pytest.approx(0.35) and row.final_accuracy_mean == pytest.approx(0.55)
+    assert format_table([row]).splitlines()[:2] == [
+        "strategy  seeds  AUBC mean ± std  final r2 mean ± std",
+        "--------  -----  ---------------  -------------------",
+    ]
+
+
+def test_runs_with_different_primary_metrics_are_refused(tmp_path: Path, make_results: Any) -> None:
+    _write(tmp_path, "cls", make_results("random", 0))
+    _write(tmp_path, "reg", make_results("random", 1, metric="test_r2"))
+    with pytest.raises(UsageError, match="different primary metrics") as info:
+        compare_runs([tmp_path])
+    assert "test_accuracy" in str(info.value) and "test_r2" in str(info.value)
+    rows = [ComparisonRow("a", 1, 0.5, 0.0, 0.6, 0.0, 100), ComparisonRow("b", 1, 0.5, 0.0, 0.6, 0.0, 100,
+                                                                           metric="test_r2")]
+    with pytest.raises(UsageError, match="different metrics"):
+        format_table(rows)
+
+
+def test_a_null_primary_metric_is_a_clear_error(tmp_path: Path, make_results: Any) -> None:
+    results = make_results("random", 0, metric="test_r2")
+    results["cycles"][1]["test_r2"] = None
+    _write(tmp_path, "run0", results)
+    with pytest.raises(ResultsFormatError, match=r"cycles\[1\]\.test_r2' is null"):
+        compare_runs([tmp_path])
+
+
+def test_format_curve_table_names_the_primary_metric(make_results: Any) -> None:
+    results = make_results(accuracies=(0.25, math.nan, 0.75), metric="test_r2")
+    results["cycles"][1]["test_r2"] = None
+    assert format_curve_table(results).splitlines()[:4] == [
+        "cycle  labeled  test r2  LPM rank acc  train s  query s",
+        "-----  -------  -------  ------------  -------  -------",
+        "    0     1000   0.2500             -     1.50     0.25",
+        "    1     2000        -             -     2.50     0.25",
+    ]

@@ -44,3 +44,37 @@ def test_plot_comparison(tmp_path: Path, make_results: Any) -> None:
     assert os.listdir(tmp_path) == ["comparison.png"]
     with pytest.raises(UsageError, match="at least one"):
         plot_comparison({}, path)
+
+
+def _axis_labels(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every y-axis label the plots set."""
+    from matplotlib.axes import Axes
+
+    labels: list[str] = []
+    original = Axes.set_ylabel
+
+    def record(self: Axes, label: str, *args: Any, **kwargs: Any) -> Any:
+        labels.append(label)
+        return original(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_ylabel", record)
+    return labels
+
+
+def test_plots_name_the_primary_metric(tmp_path: Path, make_results: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = _axis_labels(monkeypatch)
+    plot_learning_curve(make_results("random", accuracies=(0.1, 0.3, 0.5), metric="test_r2"), tmp_path / "c.png")
+    groups = {"random": [make_results("random", s, (0.1, 0.3 + s / 10, 0.5), metric="test_r2") for s in range(2)]}
+    plot_comparison(groups, tmp_path / "cmp.png")
+    assert _is_png(tmp_path / "c.png") and _is_png(tmp_path / "cmp.png")
+    assert labels == ["test r2", "test r2 (mean ± std over seeds)"]
+    labels.clear()
+    plot_comparison({"random": [make_results("random", 0)]}, tmp_path / "acc.png")
+    assert labels == ["test accuracy (mean ± std over seeds)"]
+
+
+def test_plot_comparison_refuses_mixed_primary_metrics(tmp_path: Path, make_results: Any) -> None:
+    groups = {"random": [make_results("random", 0)], "entropy": [make_results("entropy", 0, metric="test_r2")]}
+    with pytest.raises(UsageError, match="different primary metrics"):
+        plot_comparison(groups, tmp_path / "x.png")
+    assert os.listdir(tmp_path) == []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from learnloss.errors import UsageError
 from learnloss.reports.report import summarise_arm, write_report
 from learnloss.reports.results import ResultsNotFoundError, write_json_atomic
 
@@ -104,3 +105,21 @@ def test_summary_times_skip_the_last_cycle_without_a_query(make_results):
     summary = summarise_arm("random", [run])
     assert summary.query_seconds == pytest.approx(0.25)
     assert summary.train_seconds == pytest.approx(2.5)
+
+
+def test_a_regression_benchmark_reports_its_primary_metric(tmp_path, make_results):
+    for seed in range(2):
+        _store(tmp_path, make_results, "random", seed, (0.1, 0.2 + 0.01 * seed, 0.3), metric="test_r2")
+        _store(tmp_path, make_results, "entropy", seed, (0.1, 0.3 + 0.01 * seed, 0.4), metric="test_r2")
+    report = write_report(tmp_path).read_text()
+    assert "| strategy | seeds | AUBC | final r2 | LPM ranking acc." in report
+    assert "Mean test r2 per label count." in report
+    assert _rows(report, "## Results")["entropy"][2] == "0.4000 ± 0.0000"
+    assert summarise_arm("random", [make_results(metric="test_r2")]).metric == "test_r2"
+
+
+def test_a_benchmark_mixing_primary_metrics_is_refused(tmp_path, make_results):
+    _store(tmp_path, make_results, "random", 0, (0.5, 0.6))
+    _store(tmp_path, make_results, "entropy", 0, (0.1, 0.2), metric="test_r2")
+    with pytest.raises(UsageError, match="different primary metrics"):
+        write_report(tmp_path)

@@ -17,9 +17,12 @@ from learnloss.reports import (
     ResultsNotFoundError,
     environment_info,
     load_results,
+    metric_label,
+    primary_metric,
     validate_results,
     write_json_atomic,
 )
+from learnloss.jsonio import write_json
 
 
 class NotSerialisable:
@@ -112,6 +115,38 @@ def test_load_results_invalid_json_and_missing(tmp_path: Path) -> None:
         load_results(tmp_path / "nowhere")
     with pytest.raises(ResultsFormatError, match="top level"):
         load_results(_write_raw(tmp_path, [1, 2]))
+
+
+def test_write_json_atomic_is_the_package_writer() -> None:
+    import learnloss.reports.results as results_module
+
+    assert not hasattr(results_module, "_jsonable")
+    assert results_module.write_json is write_json
+
+
+def test_primary_metric_defaults_to_test_accuracy(make_results: Any) -> None:
+    assert primary_metric(make_results()) == "test_accuracy"
+    assert primary_metric(make_results(metric="test_r2")) == "test_r2"
+    assert metric_label("test_accuracy") == "test accuracy" and metric_label("test_accuracy", short=True) == "test acc"
+    assert metric_label("test_r2") == "test r2" == metric_label("test_r2", short=True)
+
+
+def test_validate_results_requires_the_primary_metric_on_every_cycle(tmp_path: Path, make_results: Any) -> None:
+    results = make_results(metric="test_r2")
+    results["cycles"][0]["test_r2"] = None  # undefined: allowed
+    assert "test_accuracy" not in results["cycles"][1]
+    write_json_atomic(tmp_path / "results.json", results)
+    assert load_results(tmp_path)["cycles"][0]["test_r2"] is None
+    results["cycles"][2].pop("test_r2")
+    with pytest.raises(ResultsFormatError, match=r"'cycles\[2\].test_r2' is missing"):
+        validate_results(results)
+    results = make_results(metric="test_r2")
+    results["cycles"][1]["test_r2"] = "high"
+    with pytest.raises(ResultsFormatError, match=r"'cycles\[1\].test_r2' must be number or null"):
+        validate_results(results)
+    for bad in ("r2", "test_", 3):
+        with pytest.raises(ResultsFormatError, match="'primary_metric' must name a cycle key"):
+            validate_results(make_results(metric=bad))
 
 
 def test_validate_results_accepts_empty_cycles(make_results: Any) -> None:

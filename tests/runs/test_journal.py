@@ -7,8 +7,13 @@ import pytest
 from learnloss.errors import UsageError
 from learnloss.runs.experiment import run_experiment
 from learnloss.project.checkpoint import CheckpointError
-from learnloss.runs.journal import StoreJournal
+from learnloss.runs.journal import SimulationJournal as StoreJournal
+from learnloss.runs.presets import resolve_spec
 from learnloss.project.store import ProjectStore
+
+
+def _run(settings, **kwargs):
+    return run_experiment(resolve_spec("quick", settings), **kwargs)
 
 TINY = {"epochs": 2, "initial": 30, "query": 20, "cycles": 3, "subset": 200, "device": "cpu", "seed": 7}
 
@@ -20,7 +25,7 @@ def _strip(results):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    return run_experiment("quick", {**TINY, "strategy": "learning-loss"}, out=tmp_path_factory.mktemp("whole"))
+    return _run({**TINY, "strategy": "learning-loss"}, out=tmp_path_factory.mktemp("whole"))
 
 
 class Interrupt(Exception):
@@ -41,9 +46,9 @@ def test_resume_after_an_interruption_at_any_step_gives_the_same_run(tmp_path, m
 
     monkeypatch.setattr(StoreJournal, step, crash_after)
     with pytest.raises(Interrupt):
-        run_experiment("quick", {**TINY, "strategy": "learning-loss"}, out=tmp_path)
+        _run({**TINY, "strategy": "learning-loss"}, out=tmp_path)
     monkeypatch.setattr(StoreJournal, step, original)
-    resumed = run_experiment("quick", {**TINY, "strategy": "learning-loss"}, out=tmp_path, resume=True)
+    resumed = _run({**TINY, "strategy": "learning-loss"}, out=tmp_path, resume=True)
     assert _strip(resumed) == _strip(uninterrupted)
     with ProjectStore(tmp_path) as store:
         assert store.counts()["labeled"] == 30 + 20 * 2
@@ -53,12 +58,12 @@ def test_resume_after_an_interruption_at_any_step_gives_the_same_run(tmp_path, m
 
 def test_an_existing_run_needs_resume_and_resume_needs_a_run(tmp_path, uninterrupted):
     with pytest.raises(UsageError, match="no run to resume"):
-        run_experiment("quick", {**TINY, "strategy": "random"}, out=tmp_path / "new", resume=True)
-    run_experiment("quick", {**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
+        _run({**TINY, "strategy": "random"}, out=tmp_path / "new", resume=True)
+    _run({**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
     with pytest.raises(UsageError, match="already holds a run; pass --resume"):
-        run_experiment("quick", {**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
+        _run({**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
     with pytest.raises(UsageError, match=r"other settings \(epochs, stop_grad_epoch\)"):
-        run_experiment("quick", {**TINY, "strategy": "random", "cycles": 2, "epochs": 3}, out=tmp_path / "done",
+        _run({**TINY, "strategy": "random", "cycles": 2, "epochs": 3}, out=tmp_path / "done",
                        resume=True)
 
 
@@ -71,9 +76,9 @@ def test_a_damaged_checkpoint_stops_the_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(StoreJournal, "trained", crash)
     with pytest.raises(Interrupt):
-        run_experiment("quick", {**TINY, "strategy": "random"}, out=tmp_path)
+        _run({**TINY, "strategy": "random"}, out=tmp_path)
     monkeypatch.setattr(StoreJournal, "trained", original)
     checkpoint = tmp_path / "checkpoints" / "cycle-0.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:-5])
     with pytest.raises(CheckpointError, match="does not match the checksum"):
-        run_experiment("quick", {**TINY, "strategy": "random"}, out=tmp_path, resume=True)
+        _run({**TINY, "strategy": "random"}, out=tmp_path, resume=True)

@@ -16,8 +16,10 @@ from learnloss.strategies import (
     Margin,
     QueryContext,
     ScoreStrategy,
+    WrapperStrategy,
     build_strategy,
     k_center_greedy,
+    parse_strategy,
     top_k,
 )
 from learnloss.training import TrainConfig
@@ -36,7 +38,18 @@ def _loop(name: str, seed: int = 0, subset: int | None = 40) -> ActiveLearningLo
     return loop
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+#: Every registered strategy, each wrapper around a scoring strategy: a new strategy inherits the battery.
+BATTERY = sorted(
+    f"{name}(entropy)" if issubclass(cls, WrapperStrategy) else name for name, cls in STRATEGIES.items()
+)
+
+
+def test_the_battery_covers_every_registered_strategy():
+    assert {parse_strategy(spec).name for spec in BATTERY} == set(STRATEGIES)
+    assert "stochastic(entropy)" in BATTERY
+
+
+@pytest.mark.parametrize("name", BATTERY)
 class TestEveryStrategy:
     @pytest.mark.parametrize("k", [1, 7, 40])
     def test_returns_k_distinct_unlabeled_candidates(self, name, k):
@@ -60,7 +73,14 @@ class TestEveryStrategy:
             _loop(name).query(k)
 
     def test_is_registered_under_its_name(self, name):
-        assert type(build_strategy(name)).name == name
+        strategy = build_strategy(name)
+        assert type(strategy).name == strategy.name == parse_strategy(name).name
+        assert str(strategy.spec) == name
+
+    def test_needs_are_readable_on_the_instance(self, name):
+        strategy = build_strategy(name)
+        inner = strategy.inner if isinstance(strategy, WrapperStrategy) else strategy
+        assert strategy.needs == type(inner).needs
 
 
 def test_unknown_strategy_lists_the_names():

@@ -11,8 +11,8 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,17 +21,19 @@ from torch import nn
 
 from learnloss.active.oracle import GroundTruthOracle, Oracle
 from learnloss.active.pool import Pool
-from learnloss.inference import BatchOutputs, ModelView, Need, stream
 from learnloss.data.batches import ArrayBatches
 from learnloss.data.dataset import Dataset
 from learnloss.errors import BudgetError, UsageError
+from learnloss.inference import BatchOutputs, ModelView, Need, stream
+from learnloss.inference.precision import Precision
 from learnloss.lpm.attach import attach
 from learnloss.lpm.taps import FeatureTaps
 from learnloss.metrics import ranking_accuracy, spearman
 from learnloss.strategies.base import QueryContext, Strategy
+from learnloss.tasks import build_task
 from learnloss.tasks.base import Task
-from learnloss.tasks.classification import ClassificationTask
-from learnloss.training.trainer import TrainConfig, Trainer
+from learnloss.training.stages import CycleData, JointTraining, Stage
+from learnloss.training.trainer import TrainConfig
 
 RESET_POLICIES = ("warm", "reinit")
 
@@ -53,6 +55,8 @@ class LoopConfig:
         lpm_width: width of each LPM level.
         attach_lpm: attach and train the LPM; None attaches it when the strategy needs LPM scores.
         eval_batch_size: batch size of scoring and evaluation.
+        layouts: layout of tapped layers whose output the taps cannot read unambiguously (see
+            :class:`~learnloss.lpm.taps.FeatureTaps`), by layer name.
     """
 
     initial: int
@@ -66,6 +70,7 @@ class LoopConfig:
     lpm_width: int = 128
     attach_lpm: bool | None = None
     eval_batch_size: int = 512
+    layouts: Mapping[str, Any] | None = None
 
     def validate(self, pool_size: int) -> None:
         """Check every count against the pool; raise a :class:`UsageError` naming the setting to change."""
@@ -89,35 +94,84 @@ class LoopConfig:
 
 @dataclass
 class CycleResult:
-    """The outcome of one cycle; ``selected`` are the pool indices labeled at its end."""
+    """The outcome of one cycle; ``selected`` are the pool indices labeled at its end.
+
+    ``metrics`` holds the task's test metrics by name (``{"accuracy": 0.93}``; NaN without a test split); a
+    cycle of ``results.json`` carries each as ``test_<name>``.
+    """
 
     cycle: int
     n_labeled: int
-    test_accuracy: float
+    metrics: dict[str, float]
     lpm_ranking_accuracy: float | None
     lpm_spearman: float | None
     train_seconds: float
     query_seconds: float
     selected: list[int]
 
-    def to_dict(self) -> dict:
+    @property
+    def test_accuracy(self) -> float:
+        """The test accuracy of a classification cycle (NaN for other tasks)."""
+        return self.metrics.get("accuracy", math.nan)
+
+    def to_dict(self) -> dict[str, Any]:
         """The cycle as a JSON-ready dict (the ``cycles`` entries of ``results.json``)."""
-        return asdict(self)
+        return {
+            "cycle": self.cycle, "n_labeled": self.n_labeled,
+            **{f"test_{name}": value for name, value in self.metrics.items()},
+            "lpm_ranking_accuracy": self.lpm_ranking_accuracy, "lpm_spearman": self.lpm_spearman,
+            "train_seconds": self.train_seconds, "query_seconds": self.query_seconds, "selected": list(self.selected),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CycleResult:
+        """A cycle from :meth:`to_dict`'s form."""
+        metrics = {key[len("test_"):]: (math.nan if value is None else float(value))
+                   for key, value in values.items() if key.startswith("test_") and key != "test_size"}
+        return cls(
+            cycle=int(values["cycle"]), n_labeled=int(values["n_labeled"]), metrics=metrics,
+            lpm_ranking_accuracy=values.get("lpm_ranking_accuracy"), lpm_spearman=values.get("lpm_spearman"),
+            train_seconds=float(values["train_seconds"]), query_seconds=float(values["query_seconds"]),
+            selected=[int(i) for i in values.get("selected", [])],
+        )
+
+
+@dataclass
+class QueryBatch:
+    """A query: the pool indices chosen, most informative first, and the strategy's score of each (None when it
+    ranks by no score). :meth:`predictions` runs the model over the chosen samples only when asked (the labeling
+    workflow shows labelers the model's guess)."""
+
+    selected: np.ndarray
+    scores: np.ndarray | None
+    _predict: Callable[[np.ndarray], tuple[list[Any], list[float | None]]] = field(repr=False)
+
+    def predictions(self) -> tuple[list[Any], list[float | None]]:
+        """The task's prediction and its confidence for each chosen sample, aligned with :attr:`selected`."""
+        return self._predict(self.selected)
 
 
 class ActiveLearningLoop:
-    """Run simulated (or oracle-driven) active learning with any model, task and strategy.
+    """Run active learning with any model, task and strategy; a simulation or people as the oracle.
+
+    One path whatever the oracle: :meth:`step` trains a cycle (:meth:`train_cycle`), and, when asked, scores a
+    random subset of the pool, selects, records the query in the journal and asks the oracle for targets
+    (:meth:`query_batch`, :meth:`label`). :meth:`run` is the whole simulated run, step after step; the labeling
+    workflow makes one step per ``learnloss query``, with a :class:`~learnloss.active.oracle.HumanOracle` whose
+    targets arrive later through the project store.
 
     Args:
         model: the target model, freshly initialised (its weights are the "initial weights" of ``reinit``).
         dataset: train split = the pool, test split = evaluation.
         strategy: the query strategy.
         loop: loop settings.
-        train: training settings.
-        task: per-sample loss and metric (classification by default).
+        train: training settings of the default stage (the paper's joint training).
+        task: per-sample loss, targets and metrics (by default the dataset's task).
         oracle: who labels queried samples (the dataset's ground truth by default).
         device: where the model runs.
         progress: show progress bars.
+        stages: the cycle's training stages, in order (default: :class:`JointTraining` with ``train``).
+        precision: autocast dtype and memory format of every pass.
     """
 
     def __init__(
@@ -131,102 +185,135 @@ class ActiveLearningLoop:
         oracle: Oracle | None = None,
         device: torch.device | str = "cpu",
         progress: bool = False,
+        stages: Sequence[Stage] | None = None,
+        precision: Precision | None = None,
     ) -> None:
         loop.validate(dataset.x_train.shape[0])
         self.dataset, self.strategy, self.loop, self.train_config = dataset, strategy, loop, train
-        self.task = task or ClassificationTask()
-        self.oracle = oracle or GroundTruthOracle(dataset.y_train.numpy())
+        self.task = task or build_task(dataset.task)
+        self.oracle: Oracle = oracle or GroundTruthOracle(dataset.y_train)
         self.device = torch.device(device)
-        self.pool = Pool(dataset.x_train.shape[0])
-        self.trainer = Trainer(train, progress=progress)
-        model = model.to(self.device)
+        precision = precision or Precision()
+        precision.check(self.device)
+        self.pool = Pool(dataset.x_train.shape[0], self.task, dataset.y_train)
+        self.stages: list[Stage] = list(stages) if stages is not None else [JointTraining(train, progress=progress)]
+        model = precision.prepare_model(model.to(self.device))
         example = dataset.to_float(dataset.x_train[:2]).to(self.device)
         wants_lpm = loop.attach_lpm if loop.attach_lpm is not None else Need.LPM_SCORES in strategy.needs
         if Need.LPM_SCORES in strategy.needs and not wants_lpm:
             raise UsageError(f"strategy {strategy.name} needs the loss prediction module; do not disable it")
         learning_loss = embedding_taps = None
         if wants_lpm:
-            learning_loss = attach(model, loop.layers, example, width=loop.lpm_width, embedding_layer=loop.embedding_layer)
+            learning_loss = attach(model, loop.layers, example, width=loop.lpm_width, embedding_layer=loop.embedding_layer,
+                                   layouts=loop.layouts)
         elif Need.EMBEDDINGS in strategy.needs:
-            embedding_taps = FeatureTaps(model, [loop.embedding_layer])
+            embedding_taps = FeatureTaps(
+                model, [loop.embedding_layer],
+                {k: v for k, v in (loop.layouts or {}).items() if k == loop.embedding_layer} or None,
+            )
             embedding_taps.probe(example)
-        self.view = ModelView(model, self.task, learning_loss, embedding_taps)
+        self.view = ModelView(model, self.task, learning_loss, embedding_taps, precision)
         strategy.check(self.view)
         self._initial_state = [copy.deepcopy(module.state_dict()) for module in self.view.modules()]
         seeds = np.random.SeedSequence(loop.seed).spawn(3)
         self._initial_rng, self._subset_rng, self._strategy_rng = (np.random.default_rng(s) for s in seeds)
         self._generator = torch.Generator().manual_seed(loop.seed)
 
-    def _train_batches(self) -> ArrayBatches:
-        """Shuffled, augmented batches of the labeled samples with the pool's labels."""
-        data = self.dataset
-        return ArrayBatches(
-            data.x_train, torch.as_tensor(self.pool.labels), self.pool.labeled_indices, self.train_config.batch_size,
-            data.to_float, self.device, shuffle=self._generator,
-            augment=data.augment if self.train_config.augment else None, merge_singleton=True,
-        )
+    # ------------------------------------------------------------------------------------------ batches
 
-    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor | None, indices: np.ndarray) -> ArrayBatches:
-        """Batches for scoring and evaluation: in order, never augmented."""
+    def cycle_data(self) -> CycleData:
+        """What the training stages of this cycle read: the pool's labeled and unlabeled samples."""
+        return CycleData(self.dataset, self.pool.targets, self.pool.labeled_indices, self.pool.unlabeled_indices,
+                         self.device, self._generator)
+
+    def eval_batches(self, x: torch.Tensor, y: torch.Tensor | None, indices: np.ndarray) -> ArrayBatches:
+        """Batches for scoring and evaluation: in order, never augmented (docs/pitfalls.md §6)."""
         return ArrayBatches(x, y, indices, self.loop.eval_batch_size, self.dataset.to_float, self.device)
 
-    def _revealed_labels(self, indices: np.ndarray) -> torch.Tensor:
-        """The oracle's labels of ``indices`` as a pool-sized tensor, for the true-loss diagnostic that only a
-        simulation can afford."""
-        targets = torch.full((len(self.pool),), -1, dtype=torch.long)
-        targets[torch.as_tensor(indices)] = torch.as_tensor(self.oracle.label(indices), dtype=torch.long)
+    # ------------------------------------------------------------------------------------------ steps
+
+    def label(self, indices: np.ndarray, cycle: int) -> torch.Tensor | None:
+        """Ask the oracle for the targets of ``indices`` and record them in the pool as labeled in ``cycle``;
+        returns them, or None when the oracle answers later (people)."""
+        targets = self.oracle.label(indices)
+        if targets is not None:
+            self.pool.add_labels(indices, targets, cycle)
         return targets
 
-    def label(self, indices: np.ndarray, cycle: int) -> None:
-        """Ask the oracle for the labels of ``indices`` and record them in the pool."""
-        self.pool.add_labels(indices, self.oracle.label(indices), cycle)
-
-    def evaluate(self) -> tuple[float, float | None, float | None]:
-        """Test metric, and the LPM's ranking accuracy and Spearman correlation on the test split (NaN and
-        None when the test split is empty)."""
+    def evaluate(self) -> tuple[dict[str, float], float | None, float | None]:
+        """The task's test metrics, and the LPM's ranking accuracy and Spearman correlation on the test split (Yoo
+        & Kweon, CVPR 2019, Sec. 4.1); NaN metrics and None when the test split is empty."""
         data = self.dataset
         if len(data.y_test) == 0:
-            return math.nan, None, None
-        metric = self.task.new_metric()
+            return {name: math.nan for name in self.task.metrics}, None, None
+        metrics = self.task.new_metrics()
         has_lpm = self.view.learning_loss is not None
 
         def collect(batch: BatchOutputs) -> dict[str, torch.Tensor]:
-            metric.update(batch.output, batch.targets)
+            for metric in metrics.values():
+                metric.update(batch.output, batch.targets)
             return {"loss": batch.true_losses, "predicted": batch.lpm_scores} if has_lpm else {}
 
-        _, values = stream(self.view, self._eval_batches(data.x_test, data.y_test, np.arange(len(data.y_test))), collect)
+        _, values = stream(self.view, self.eval_batches(data.x_test, data.y_test, np.arange(len(data.y_test))), collect)
+        scores = {name: metric.compute() for name, metric in metrics.items()}
         if not has_lpm:
-            return metric.compute(), None, None
-        return (
-            metric.compute(),
-            ranking_accuracy(values["predicted"], values["loss"]),
-            spearman(values["predicted"], values["loss"]),
-        )
+            return scores, None, None
+        return scores, ranking_accuracy(values["predicted"], values["loss"]), spearman(values["predicted"], values["loss"])
+
+    def _revealed_targets(self, indices: np.ndarray) -> torch.Tensor:
+        """The oracle's targets of ``indices`` in a pool-sized container, for the true-loss diagnostic that only a
+        simulation can afford."""
+        targets = self.task.empty_targets(len(self.pool), self.dataset.y_train)
+        revealed = self.oracle.label(indices)
+        if revealed is None:
+            raise UsageError(f"strategy {self.strategy.name} reads the true targets, which only a simulation has")
+        targets[torch.as_tensor(indices)] = torch.as_tensor(revealed).to(targets.dtype)
+        return targets
 
     def query(self, k: int) -> np.ndarray:
         """Score a random subset of ``M`` unlabeled samples and return the strategy's ``k`` picks."""
-        return self.query_scored(k)[0]
+        return self.query_batch(k).selected
 
     def query_scored(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`query`, with the strategy's score of each pick when it ranks by a score (else None)."""
+        batch = self.query_batch(k)
+        return batch.selected, batch.scores
+
+    def query_batch(self, k: int) -> QueryBatch:
+        """Score a random subset of ``M`` unlabeled samples in one streaming pass and select ``k`` of them."""
         strategy = self.strategy
         candidates = self.pool.sample_unlabeled(self.loop.subset, self._subset_rng)
         values: dict[str, np.ndarray] = {}
         x = self.dataset.x_train
         context = QueryContext(rng=self._strategy_rng, device=self.device)
         if strategy.needs:
-            targets = self._revealed_labels(candidates) if Need.TRUE_LOSSES in strategy.needs else None
+            targets = self._revealed_targets(candidates) if Need.TRUE_LOSSES in strategy.needs else None
             with strategy.scoring(self.view, context):
-                candidates, values = stream(self.view, self._eval_batches(x, targets, candidates), strategy.collect)
+                candidates, values = stream(self.view, self.eval_batches(x, targets, candidates), strategy.collect)
         if Need.LABELED_EMBEDDINGS in strategy.needs:
-            _, labeled = stream(self.view, self._eval_batches(x, None, self.pool.labeled_indices),
+            _, labeled = stream(self.view, self.eval_batches(x, None, self.pool.labeled_indices),
                                 lambda batch: {"embedding": batch.embeddings})
             context.labeled_embeddings = labeled["embedding"]
         selected = strategy.query(candidates, values, k, context)
-        if "score" not in values:
-            return selected, None
-        position = {int(index): i for i, index in enumerate(candidates)}
-        return selected, np.asarray([values["score"][position[int(i)]] for i in selected], dtype=np.float64)
+        scores = None
+        if "score" in values:
+            position = {int(index): i for i, index in enumerate(candidates)}
+            scores = np.asarray([values["score"][position[int(i)]] for i in selected], dtype=np.float64)
+        return QueryBatch(selected, scores, self.predict)
+
+    def predict(self, indices: np.ndarray) -> tuple[list[Any], list[float | None]]:
+        """The task's prediction and confidence for the pool samples ``indices`` (in eval mode, no augmentation)."""
+        predictions: list[Any] = []
+        confidences: list[float | None] = []
+
+        def collect(batch: BatchOutputs) -> dict[str, torch.Tensor]:
+            values, confidence = self.task.predict(batch.output)
+            predictions.extend(values)
+            confidences.extend(confidence)
+            return {}
+
+        stream(self.view, self.eval_batches(self.dataset.x_train, None, np.asarray(indices, dtype=np.int64)), collect)
+        return predictions, confidences
 
     def snapshot(self) -> dict[str, Any]:
         """What the next step depends on besides the pool: the weights of the model and the LPM and the state
@@ -256,18 +343,54 @@ class ActiveLearningLoop:
             torch.cuda.set_rng_state_all(snapshot["cuda"])
 
     def train_cycle(self, cycle: int) -> CycleResult:
-        """Train (after the reset policy) and evaluate; the result has no selection yet."""
+        """Train (after the reset policy) through every stage, and evaluate; the result has no selection yet."""
         if self.loop.reset == "reinit":
             for module, state in zip(self.view.modules(), self._initial_state):
                 module.load_state_dict(state)
         start = time.perf_counter()
-        self.trainer.fit(self.view, self._train_batches())
+        for stage in self.stages:
+            stage.run(self.view, self.cycle_data())
         train_seconds = time.perf_counter() - start
-        accuracy, rank_accuracy, rho = self.evaluate()
+        metrics, rank_accuracy, rho = self.evaluate()
         return CycleResult(
-            cycle=cycle, n_labeled=self.pool.n_labeled, test_accuracy=accuracy, lpm_ranking_accuracy=rank_accuracy,
+            cycle=cycle, n_labeled=self.pool.n_labeled, metrics=metrics, lpm_ranking_accuracy=rank_accuracy,
             lpm_spearman=rho, train_seconds=train_seconds, query_seconds=0.0, selected=[],
         )
+
+    def begin(self, journal: LoopJournal | None = None) -> ResumePoint:
+        """Where the run stands: the journal's last recorded step, or — for a run never started — the initial
+        random labeled set, labeled by the oracle and recorded."""
+        point = journal.resume(self) if journal is not None else None
+        if point is not None:
+            return point
+        initial = self._initial_rng.choice(len(self.pool), size=self.loop.initial, replace=False)
+        targets = self.label(initial, 0)
+        if targets is None:
+            raise UsageError("the initial labeled set needs an oracle that answers at once; label it first")
+        if journal is not None:
+            journal.labeled(initial, targets)
+        return ResumePoint()
+
+    def step(self, cycle: int, journal: LoopJournal | None = None, trained: CycleResult | None = None,
+             query: bool = True) -> CycleResult:
+        """One cycle: train and evaluate (unless ``trained`` is the result of a cycle trained before a resume),
+        then with ``query`` score, select ``K``, ask the oracle and record the query. The journal records each
+        part once it is complete."""
+        if trained is not None:
+            result = trained
+        else:
+            result = self.train_cycle(cycle)
+            if journal is not None:
+                journal.trained(result, self.snapshot())
+        if query:
+            start = time.perf_counter()
+            batch = self.query_batch(self.loop.query)
+            targets = self.label(batch.selected, cycle + 1)
+            result.selected = batch.selected.tolist()
+            result.query_seconds = time.perf_counter() - start
+            if journal is not None:
+                journal.queried(result, batch, targets, self.snapshot())
+        return result
 
     def run(
         self, on_cycle: Callable[[CycleResult], None] | None = None, journal: LoopJournal | None = None
@@ -278,33 +401,12 @@ class ActiveLearningLoop:
         with a :meth:`snapshot`, each query with its labels and a snapshot — and a run the journal has seen
         before continues after its last recorded step instead of starting again.
         """
-        loop = self.loop
-        point = journal.resume(self) if journal is not None else None
-        if point is None:
-            initial = self._initial_rng.choice(len(self.pool), size=loop.initial, replace=False)
-            labels = np.asarray(self.oracle.label(initial), dtype=np.int64)
-            self.pool.add_labels(initial, labels, 0)
-            if journal is not None:
-                journal.labeled(initial, labels)
-            point = ResumePoint()
+        point = self.begin(journal)
         results = list(point.results)
         pending = point.trained
-        for cycle in range(len(results), loop.cycles):
-            if pending is not None:
-                result, pending = pending, None
-            else:
-                result = self.train_cycle(cycle)
-                if journal is not None:
-                    journal.trained(result, self.snapshot())
-            if cycle < loop.cycles - 1:
-                start = time.perf_counter()
-                selected, scores = self.query_scored(loop.query)
-                labels = np.asarray(self.oracle.label(selected), dtype=np.int64)
-                self.pool.add_labels(selected, labels, cycle + 1)
-                result.selected = selected.tolist()
-                result.query_seconds = time.perf_counter() - start
-                if journal is not None:
-                    journal.queried(result, scores, labels, self.snapshot())
+        for cycle in range(len(results), self.loop.cycles):
+            result = self.step(cycle, journal, pending, query=cycle < self.loop.cycles - 1)
+            pending = None
             results.append(result)
             if on_cycle is not None:
                 on_cycle(result)
@@ -320,17 +422,19 @@ class ResumePoint:
 
 
 class LoopJournal(Protocol):
-    """A durable record of a run's steps (:class:`learnloss.runs.journal.StoreJournal` keeps it in the
-    project store). Each method is called once its step is complete and must record it atomically."""
+    """A durable record of a run's steps (:mod:`learnloss.runs.journal` keeps it in a project store). Each method
+    is called once its step is complete and must record it atomically."""
 
     def resume(self, loop: ActiveLearningLoop) -> ResumePoint | None:
         """Restore ``loop`` (pool, weights, random streams) to the last recorded step; None if nothing is."""
 
-    def labeled(self, indices: np.ndarray, labels: np.ndarray) -> None:
+    def labeled(self, indices: np.ndarray, targets: torch.Tensor) -> None:
         """The initial labeled set."""
 
     def trained(self, result: CycleResult, snapshot: dict[str, Any]) -> None:
         """A cycle trained and evaluated."""
 
-    def queried(self, result: CycleResult, scores: np.ndarray | None, labels: np.ndarray, snapshot: dict[str, Any]) -> None:
-        """A cycle's query (``result.selected``, most informative first) and the labels the oracle gave."""
+    def queried(self, result: CycleResult, batch: QueryBatch, targets: torch.Tensor | None,
+                snapshot: dict[str, Any]) -> None:
+        """A cycle's query (``batch.selected``, most informative first) and the targets the oracle gave (None:
+        they arrive later)."""

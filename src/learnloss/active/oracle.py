@@ -1,26 +1,39 @@
-"""Oracles supply labels for queried samples."""
+"""Oracles supply the targets of queried samples: a simulation's ground truth, or people."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 import numpy as np
+import torch
+
+__all__ = ["GroundTruthOracle", "HumanOracle", "Oracle"]
 
 
 class Oracle(Protocol):
-    """Anything that labels pool indices: a simulation's ground truth, or people."""
+    """Anything that labels pool indices."""
 
-    def label(self, indices: np.ndarray) -> np.ndarray:
-        """Labels of ``indices``, aligned."""
+    def label(self, indices: np.ndarray) -> torch.Tensor | None:
+        """Targets of ``indices``, aligned; None when they arrive later (people label them through
+        ``learnloss label``, and the loop takes them up from the store the next time it runs)."""
         ...
 
 
 class GroundTruthOracle:
-    """The simulation oracle: answers with the dataset's own labels."""
+    """The simulation oracle: answers at once with the dataset's own targets."""
 
-    def __init__(self, labels: np.ndarray) -> None:
-        self.labels = np.asarray(labels)
+    def __init__(self, targets: torch.Tensor | np.ndarray) -> None:
+        self.targets = torch.as_tensor(targets)
 
-    def label(self, indices: np.ndarray) -> np.ndarray:
-        """The dataset's labels of ``indices``."""
-        return self.labels[np.asarray(indices, dtype=np.int64)]
+    def label(self, indices: np.ndarray) -> torch.Tensor:
+        """The dataset's targets of ``indices``."""
+        return self.targets[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+
+
+class HumanOracle:
+    """People: a query's targets are never known when it is made. They are imported into the project store
+    (``learnloss label``), and the journal puts every stored label into the pool when the loop resumes."""
+
+    def label(self, indices: np.ndarray) -> None:
+        """Nothing yet: the loop records the query as open and stops."""
+        return None

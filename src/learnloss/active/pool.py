@@ -5,24 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from learnloss.errors import BudgetError, UsageError
+from learnloss.tasks.base import Task
+from learnloss.tasks.classification import ClassificationTask
+
+__all__ = ["Pool"]
 
 
 class Pool:
-    """Labels of a pool of ``size`` samples and the cycle in which each was labeled.
+    """Targets of a pool of ``size`` samples and the cycle in which each was labeled.
 
-    Simulation and real labeling use the same pool; only the oracle that supplies labels differs.
+    Simulation and real labeling use the same pool; only the oracle that supplies targets differs. What a target
+    is — a class index, a float vector — the ``task`` decides (:meth:`~learnloss.tasks.Task.empty_targets`,
+    :meth:`~learnloss.tasks.Task.check_targets`).
+
+    Args:
+        size: number of samples.
+        task: the task whose targets the pool holds (classification by default).
+        like: an example of the dataset's targets (shape past the first dimension, dtype).
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, task: Task | None = None, like: torch.Tensor | None = None) -> None:
         if size <= 0:
             raise UsageError(f"a pool needs at least one sample, got size={size}")
-        self.labels = np.full(size, -1, dtype=np.int64)
+        self.task = task or ClassificationTask()
+        self.targets = self.task.empty_targets(size, like if like is not None else torch.zeros(1, dtype=torch.long))
         self.labeled_at = np.full(size, -1, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.labeled_at)
 
     @property
     def labeled_indices(self) -> np.ndarray:
@@ -39,12 +52,13 @@ class Pool:
         """Number of labeled samples."""
         return int((self.labeled_at >= 0).sum())
 
-    def add_labels(self, indices: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray, cycle: int) -> None:
-        """Record ``labels`` for ``indices``, labeled in ``cycle``; refuses anything inconsistent, atomically."""
+    def add_labels(self, indices: Sequence[int] | np.ndarray, targets: Sequence | np.ndarray | torch.Tensor,
+                   cycle: int) -> None:
+        """Record ``targets`` for ``indices``, labeled in ``cycle``; refuses anything inconsistent, atomically."""
         indices = np.asarray(indices, dtype=np.int64)
-        labels = np.asarray(labels, dtype=np.int64)
-        if indices.shape != labels.shape or indices.ndim != 1:
-            raise UsageError(f"got {indices.shape} indices but {labels.shape} labels")
+        values = self.task.check_targets(torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets))
+        if indices.ndim != 1 or values.shape[0] != indices.shape[0]:
+            raise UsageError(f"got {indices.shape} indices but {tuple(values.shape)} targets")
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise UsageError(f"pool indices must lie in [0, {len(self)}); got {indices.min()}..{indices.max()}")
         if len(np.unique(indices)) != len(indices):
@@ -52,9 +66,7 @@ class Pool:
         already = indices[self.labeled_at[indices] >= 0]
         if already.size:
             raise UsageError(f"pool indices already labeled: {already[:10].tolist()}")
-        if labels.size and labels.min() < 0:
-            raise UsageError("labels must be non-negative class indices")
-        self.labels[indices] = labels
+        self.targets[torch.as_tensor(indices)] = values.to(self.targets.dtype)
         self.labeled_at[indices] = cycle
 
     def sample_unlabeled(self, count: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, type=Path, help="output folder for results.json and learning_curve.png")
     run.add_argument("--protocol", default="quick", help=f"preset: {', '.join(available_protocols())} (default quick)")
-    run.add_argument("--strategy", help="learning-loss, random, entropy, least-confidence, margin, core-set, "
-                     "true-loss, baal-entropy, baal-bald")
+    run.add_argument("--strategy", help="learning-loss (default), random, entropy, least-confidence, margin, core-set, "
+                     "true-loss, baal-entropy, baal-bald, stochastic(INNER); parameters as NAME:KEY=VALUE")
     run.add_argument("--seed", type=int)
     _add_settings(run)
     run.add_argument("--resume", action="store_true",
@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 SETTINGS = (
     "dataset", "data_dir", "download", "model", "dropout", "layers", "initial", "query", "cycles", "subset", "epochs",
-    "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "reset", "device",
+    "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "reset", "device", "task",
+    "precision", "channels_last",
 )
 """Setting flags shared by ``run``, ``bench`` and the overrides of a benchmark arm (as attribute names)."""
 
@@ -174,6 +175,11 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-grad-epoch", type=_stop_grad, help="epoch from which the LPM's gradient is cut, or 'never'")
     parser.add_argument("--reset", choices=["warm", "reinit"], help="warm-start or re-initialise the model each cycle")
     parser.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--task", help="classification or regression (default: the dataset's own task)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                        help="autocast dtype of training, evaluation and scoring (default fp32)")
+    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                        help="channels-last memory format for image models")
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -190,17 +196,18 @@ class _ArmParser(argparse.ArgumentParser):
 def parse_arm(spec: str) -> Arm:
     """``learning-loss:lpm-loss=mse:reset=reinit`` -> ``Arm("learning-loss", {"lpm_loss": "mse", "reset": "reinit"})``.
 
+    Keys the strategy takes as parameters (``baal-bald:iterations=5``) stay in the strategy's specification; the
+    others are run settings, parsed with the same flags and checks as ``run``.
+
     Raises:
         UsageError: an unknown setting, a malformed part or a bad value (the message names the arm).
     """
     from learnloss.runs.bench import Arm
+    from learnloss.strategies import split_strategy_settings
 
-    strategy, *parts = spec.split(":")
+    strategy, settings = split_strategy_settings(spec)
     argv = []
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"strategy {spec!r}: expected SETTING=VALUE after ':', got {part!r}")
+    for key, value in settings.items():
         argv += [f"--{key.strip().replace('_', '-')}", value]
     parser = _ArmParser(prog=spec, add_help=False)
     _add_settings(parser)
@@ -226,27 +233,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from learnloss.active.loop import CycleResult
-    from learnloss.runs.experiment import run_experiment
+    from learnloss.jsonio import write_json
     from learnloss.reports.compare import format_curve_table
     from learnloss.reports.plots import plot_learning_curve
-    from learnloss.reports.results import write_json_atomic
+    from learnloss.runs.experiment import run_experiment
+    from learnloss.runs.presets import resolve_spec
 
+    spec = resolve_spec(args.protocol, {**_settings(args), "strategy": args.strategy, "seed": args.seed})
     _check_writable(args.out)
-    overrides = {**_settings(args), "strategy": args.strategy, "seed": args.seed}
 
     def on_cycle(result: CycleResult) -> None:
         if args.quiet:
             return
         lpm = result.lpm_ranking_accuracy
+        metrics = ", ".join(f"test {name} {value:.4f}" for name, value in result.metrics.items())
         tqdm.write(
-            f"cycle {result.cycle}: {result.n_labeled} labels, test accuracy {result.test_accuracy:.4f}"
+            f"cycle {result.cycle}: {result.n_labeled} labels, {metrics}"
             + (f", LPM ranking accuracy {lpm:.4f}" if lpm is not None else ""),
             file=sys.stderr,
         )
 
-    results = run_experiment(args.protocol, overrides, progress=not args.quiet, on_cycle=on_cycle, out=args.out,
-                             resume=args.resume)
-    write_json_atomic(args.out / "results.json", results)
+    results = run_experiment(spec, progress=not args.quiet, on_cycle=on_cycle, out=args.out, resume=args.resume)
+    write_json(args.out / "results.json", results)
     plot_learning_curve(results, args.out / "learning_curve.png")
     config = results["config"]
     print(f"{config['strategy']} on {config['dataset']} ({config['model']}, seed {config['seed']}, reset {config['reset']})")
@@ -270,11 +278,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from learnloss.runs.bench import run_bench
-    from learnloss.runs.presets import BENCHMARKS, resolve_settings
-    from learnloss.reports.compare import format_table, summarise_groups, group_runs
+    from learnloss.reports.compare import format_table, group_runs, summarise_groups
     from learnloss.reports.report import write_report
+    from learnloss.runs.presets import BENCHMARKS, resolve_spec
 
-    resolve_settings(args.protocol, {})  # an unknown protocol fails before anything else
+    resolve_spec(args.protocol, {})  # an unknown protocol fails before anything else
     plan = BENCHMARKS.get(args.protocol, {})
     specs = args.strategies or plan.get("arms")
     seeds = args.seeds if args.seeds is not None else plan.get("seeds")
@@ -322,13 +330,12 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
-
+    from learnloss.jsonio import dumps
     from learnloss.labeling.workflow import project_status
 
     status = project_status(args.project)
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(dumps(status, indent=2))
         return 0
     counts = status["counts"]
     print(f"{status['project']} (images in {status['data_root']}); classes: {', '.join(status['classes'])}")

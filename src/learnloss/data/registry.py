@@ -4,6 +4,7 @@
 name           source                                  inputs               augmentation
 ============== ======================================= ==================== =====================
 digits         scikit-learn, bundled (offline)         uint8 (N, 1, 8, 8)   pad 1
+diabetes       scikit-learn, bundled (offline)         float32 (N, 10)      none (regression)
 mnist          IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2
 fashion-mnist  IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2, flip
 cifar10        python pickles, downloadable            uint8 (N, 3, 32, 32) pad 4, flip
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from learnloss.data.cifar import load_cifar10, load_cifar100
 from learnloss.data.dataset import AugmentSpec, Dataset
+from learnloss.data.diabetes import load_diabetes
 from learnloss.data.digits import load_digits
 from learnloss.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset
 from learnloss.data.imagefolder import load_imagefolder
@@ -48,6 +50,7 @@ def _from_files(name: str, build: Callable[[dict[str, Path]], Dataset]) -> Loade
 
 _LOADERS: dict[str, Loader] = {
     "digits": lambda data_dir, download: load_digits(),
+    "diabetes": lambda data_dir, download: load_diabetes(),
     "mnist": _from_files("mnist", partial(load_idx_dataset, "mnist", MNIST_CLASSES, AugmentSpec(pad=2))),
     "fashion-mnist": _from_files(
         "fashion-mnist",
@@ -94,7 +97,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, down
 
     For file-backed datasets ``data_dir`` is searched first, then ``$LEARNLOSS_DATA``, ``~/.cache/learnloss/<name>``
     and system folders; missing files are downloaded into ``data_dir`` (default: the cache folder) when
-    ``download`` is true. ``imagefolder`` and ``npz`` read ``data_dir`` itself; ``digits`` ignores it.
+    ``download`` is true. ``imagefolder`` and ``npz`` read ``data_dir`` itself; ``digits`` and ``diabetes`` ignore it.
 
     Raises:
         UnknownNameError: ``name`` is not registered.

@@ -80,8 +80,9 @@ def stream(
     indices: list[np.ndarray] = []
     kept: dict[str, list[np.ndarray]] = {}
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), view.precision.autocast(view.device):
             for index, inputs, targets in batches:
+                inputs = view.precision.inputs(inputs)
                 outputs = BatchOutputs(view, index, inputs, view.model(inputs), targets)
                 for key, value in collect(outputs).items():
                     # Copy into memory numpy owns: keeping many small torch storages alive between the large

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from learnloss.errors import UsageError
+from learnloss.inference.precision import Precision
 from learnloss.lpm.attach import LearningLoss
-from learnloss.lpm.taps import FeatureTaps, pool_features
+from learnloss.lpm.taps import FeatureTaps
 from learnloss.tasks.base import Task
 
 __all__ = ["ModelView"]
@@ -21,6 +22,7 @@ class ModelView:
         task: the task that turns outputs into losses and probabilities.
         learning_loss: the attached LPM, if any.
         embedding_taps: taps whose only layer gives embeddings, used when there is no LPM.
+        precision: autocast dtype and memory format of every pass (training, evaluation, scoring).
     """
 
     def __init__(
@@ -29,8 +31,16 @@ class ModelView:
         task: Task,
         learning_loss: LearningLoss | None = None,
         embedding_taps: FeatureTaps | None = None,
+        precision: Precision | None = None,
     ) -> None:
         self.model, self.task, self.learning_loss, self.embedding_taps = model, task, learning_loss, embedding_taps
+        self.precision = precision or Precision()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live (the CPU for a model without parameters)."""
+        parameter = next(self.model.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
 
     def modules(self) -> list[nn.Module]:
         """The trainable modules: the model, then the LPM if one is attached."""
@@ -42,7 +52,7 @@ class ModelView:
             return self.learning_loss.embeddings()
         if self.embedding_taps is None:
             raise UsageError("embeddings were requested but no embedding layer is tapped")
-        return pool_features(self.embedding_taps.features[0])
+        return self.embedding_taps.pooled()[0]
 
     def _attached(self) -> list[LearningLoss | FeatureTaps]:
         return [taps for taps in (self.learning_loss, self.embedding_taps) if taps is not None]

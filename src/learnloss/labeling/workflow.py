@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -20,37 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from learnloss.active.loop import ActiveLearningLoop, LoopConfig
-from learnloss.active.oracle import Oracle
+from learnloss.active.oracle import HumanOracle
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.images import list_images, probe_images, read_images
-from learnloss.device import resolve_device
 from learnloss.errors import UsageError
-from learnloss.models import default_taps, embedding_layer, model_builder
-from learnloss.project.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from learnloss.project.exports import QueriedItem, unescape_cell, write_csv, write_json, write_query_batch
 from learnloss.project.importer import import_labels
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
-from learnloss.runs.journal import label_fingerprint
 from learnloss.project.store import LabelRecord, ProjectStore
-from learnloss.strategies import build_strategy
-from learnloss.training.trainer import TrainConfig
+from learnloss.runs.builder import build_loop
+from learnloss.runs.journal import LabelingJournal, label_fingerprint
+from learnloss.runs.presets import resolve_spec
+from learnloss.runs.spec import RunSpec
 
-__all__ = ["DEFAULT_SETTINGS", "EXPORT_FIELDS", "QueryOutcome", "export_labels", "init_project", "project_status", "query_project"]
-
-#: Training and model settings of a new project (``learnloss init`` flags override them). The LPM learns on
-#: detached features from the first epoch (``stop_grad_epoch`` 0): on the ``fmnist-cpu`` benchmark the paper's
-#: joint training lowered the target's accuracy at small label budgets, and cutting the LPM's gradient from the
-#: start raised learning loss's AUBC in every seed (+0.016, p = 0.005; benchmarks/results/fmnist-cpu/report.md).
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "model": "small-cnn", "image_size": 32, "epochs": 30, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
-    "weight_decay": 5e-4, "milestones": [24], "gamma": 0.1, "lpm_weight": 1.0, "margin": 1.0, "lpm_loss": "ranking",
-    "stop_grad_epoch": 0, "lpm_width": 128, "dropout": 0.0, "strategy": "learning-loss", "seed": 0,
-}
-
+__all__ = [
+    "EXPORT_FIELDS", "QueryOutcome", "export_labels", "init_project", "project_dataset", "project_spec", "project_status",
+    "query_project",
+]
 
 # --------------------------------------------------------------------------------------------------- init
 
@@ -153,22 +140,19 @@ def init_project(
     unknown = sorted(set(found) - set(names))
     if unknown:
         raise UsageError(f"the sources use classes not in --classes: {', '.join(unknown)}")
-    merged = {**DEFAULT_SETTINGS, **(settings or {})}
-    model_builder(merged["model"])
-    build_strategy(merged["strategy"])
+    spec = resolve_spec("labeling", settings)  # every setting checked before anything is created
     project.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.name}.", dir=project.parent))
     try:
         with ProjectStore(staging, create=True) as store:
             with store.transaction() as db:
-                db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("kind", json.dumps("labeling")), ("data_root", json.dumps(str(root))),
-                    ("settings", json.dumps(merged)),
-                ])
+                store.set_meta("kind", "labeling", db)
+                store.set_meta("data_root", str(root), db)
+                store.set_meta("settings", spec.to_dict(), db)
                 store.add_classes(db, names)
                 for split in ("pool", "test"):
                     store.add_items(db, [e.path for e in entries if e.split == split], split)
-                ids = dict(db.execute("SELECT source, id FROM items"))
+                ids = store.item_ids(db, [e.path for e in entries])
                 store.add_labels(db, [LabelRecord(ids[e.path], e.label, "init") for e in entries if e.label])
             if labels is not None:
                 import_labels(store, labels)
@@ -185,13 +169,6 @@ def init_project(
 # -------------------------------------------------------------------------------------------------- query
 
 
-class _NoOracle(Oracle):
-    """Labels come from people through ``learnloss label``; the workflow never asks an oracle."""
-
-    def label(self, indices: np.ndarray) -> np.ndarray:  # pragma: no cover - never called
-        raise RuntimeError("the labeling workflow has no oracle")
-
-
 @dataclass(frozen=True)
 class QueryOutcome:
     """What ``query`` did: the cycle, whether it trained or reused a checkpoint, whether the query is new or the
@@ -204,35 +181,52 @@ class QueryOutcome:
     files: dict[str, Path]
 
 
-def _load_images(store: ProjectStore, settings: dict[str, Any]) -> tuple[list[tuple[int, str, str]], torch.Tensor]:
+def project_spec(store: ProjectStore, strategy: str | None = None) -> RunSpec:
+    """The project's stored specification (settings a project made by an older learnloss lacks come from the
+    ``labeling`` preset), with ``strategy`` replacing its strategy for one query."""
+    stored = dict(store.meta("settings") or {})
+    if strategy:
+        stored["strategy"] = strategy
+    known = RunSpec.__dataclass_fields__.keys()
+    return resolve_spec("labeling", {key: value for key, value in stored.items() if key in known and key != "protocol"})
+
+
+def project_dataset(store: ProjectStore, spec: RunSpec) -> tuple[Dataset, list[int]]:
+    """The project's images as a dataset — the pool items with their current labels (``-1``: unlabeled) and the
+    labeled test items — and the store's item id of each pool index."""
     root = Path(store.meta("data_root"))
-    rows = list(store.db.execute("SELECT id, source, split FROM items ORDER BY id"))
+    rows = store.items_with_split()
     paths = [resolve_inside(root, source, f"item {item_id}") for item_id, source, _ in rows]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise UsageError(f"{len(missing)} image(s) of the project are gone, e.g. {missing[0]}; restore them")
     _, mode = probe_images(paths[:1])
-    size = (settings["image_size"], settings["image_size"])
-    return rows, torch.from_numpy(read_images(paths, mode, size, resize=True))
-
-
-def _train_config(settings: dict[str, Any]) -> TrainConfig:
-    stop = settings["stop_grad_epoch"]
-    return TrainConfig(
-        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"], momentum=settings["momentum"],
-        weight_decay=settings["weight_decay"], milestones=settings["milestones"], gamma=settings["gamma"],
-        lpm_weight=settings["lpm_weight"], margin=settings["margin"], lpm_loss=settings["lpm_loss"],
-        stop_grad_epoch=None if stop == "never" else stop, augment=True,
-    )
+    size = spec.image_size or 32
+    images = torch.from_numpy(read_images(paths, mode, (size, size), resize=True))
+    classes = store.classes()
+    labels = store.current_labels()
+    class_index = {name: c for c, name in enumerate(classes)}
+    pool = [i for i, row in enumerate(rows) if row[2] == "pool"]
+    test = [i for i, row in enumerate(rows) if row[2] == "test" and row[0] in labels]
+    pool_x = images[pool]
+    test_x = images[test] if test else pool_x[:0]
+    test_y = torch.tensor([class_index[labels[rows[i][0]]] for i in test], dtype=torch.long)
+    pool_y = torch.tensor([class_index.get(labels.get(rows[i][0]), -1) for i in pool], dtype=torch.long)
+    height, width = pool_x.shape[2:]
+    dataset = Dataset("project", pool_x, pool_y, test_x, test_y, classes, AugmentSpec.for_unknown_images(height, width))
+    return dataset, [rows[i][0] for i in pool]
 
 
 def query_project(project: str | Path, k: int, strategy: str | None = None, device: str = "auto",
                   progress: bool = False) -> QueryOutcome:
     """Train (or reuse the matching checkpoint), score the unlabeled pool, record and export a query of ``k``.
 
-    If the last recorded query was made with the current labels, it is not repeated: its open items are
-    exported again. Queries of one project run one at a time (:meth:`ProjectStore.exclusive`); imports may run
-    meanwhile, and a query whose labels changed while it trained is not recorded.
+    The project drives the same loop as a simulated run, one step per query, with people as the oracle
+    (:class:`~learnloss.active.oracle.HumanOracle`) and its store as the journal
+    (:class:`~learnloss.runs.journal.LabelingJournal`). If the last recorded query was made with the current
+    labels, it is not repeated: its open items are exported again. Queries of one project run one at a time
+    (:meth:`ProjectStore.exclusive`); imports may run meanwhile, and a query whose labels changed while it trained
+    is not recorded.
 
     Raises:
         StoreBusyError: another query held the project beyond the timeout.
@@ -242,95 +236,32 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     if k <= 0:
         raise UsageError(f"--k must be positive, got {k}")
     with ProjectStore(project) as store, store.exclusive("query"):
-        settings = {**store.meta("settings"), **({"strategy": strategy} if strategy else {})}
+        spec = project_spec(store, strategy).replace(device=device)
         classes = store.classes()
-        labels = store.current_labels()
-        fingerprint = label_fingerprint(labels)
         last = store.last_cycle()
-        if last is not None and last["status"] == "queried" and last["label_fingerprint"] == fingerprint:
-            return _reexport(store, last, classes)
-        rows, images = _load_images(store, settings)
-        pool_rows = [(i, r) for i, r in enumerate(rows) if r[2] == "pool"]
-        test_rows = [(i, r) for i, r in enumerate(rows) if r[2] == "test" and r[0] in labels]
-        class_index = {name: c for c, name in enumerate(classes)}
-        pool_x = images[[i for i, _ in pool_rows]]
-        test_x = images[[i for i, _ in test_rows]] if test_rows else pool_x[:0]
-        test_y = torch.tensor([class_index[labels[r[0]]] for _, r in test_rows], dtype=torch.long)
-        pool_y = torch.tensor([class_index.get(labels.get(r[0]), -1) for _, r in pool_rows], dtype=torch.long)
-        labeled = np.flatnonzero(pool_y.numpy() >= 0)
-        if len(labeled) == 0:
+        if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(
+                store.current_labels()):
+            return _export(store, last["cycle"], classes, last["config"].get("strategy", spec.strategy), new=False)
+        dataset, pool_ids = project_dataset(store, spec)
+        labeled = int((dataset.y_train >= 0).sum())
+        if labeled == 0:
             raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
-        if len(pool_rows) - len(labeled) < k:
-            raise UsageError(f"only {len(pool_rows) - len(labeled)} pool items are unlabeled; lower --k")
-        height, width = pool_x.shape[2:]
-        dataset = Dataset("project", pool_x, pool_y, test_x, test_y, classes, AugmentSpec.for_unknown_images(height, width))
-        dev = resolve_device(device)
-        torch.manual_seed(settings["seed"])
-        model = model_builder(settings["model"])(dataset.in_channels, len(classes), dropout=settings["dropout"])
-        loop = ActiveLearningLoop(
-            model, dataset, build_strategy(settings["strategy"]),
-            LoopConfig(initial=len(labeled), query=k, cycles=2, layers=list(default_taps(model)),
-                       embedding_layer=embedding_layer(model), seed=settings["seed"], lpm_width=settings["lpm_width"]),
-            _train_config(settings), oracle=_NoOracle(), device=dev, progress=progress,
-        )
-        loop.pool.add_labels(labeled, pool_y.numpy()[labeled], 0)
-        # a cycle trained but never queried (the process died in between) is taken up again, not skipped
-        cycle = 0 if last is None else last["cycle"] + (last["status"] == "queried")
-        trained = True
-        if last is not None and last["status"] == "trained" and last["label_fingerprint"] == fingerprint:
-            try:
-                loop.restore(load_checkpoint(store.project / last["checkpoint"], last["checkpoint_sha256"]))
-                cycle, trained = last["cycle"], False
-            except CheckpointError:
-                pass  # a damaged checkpoint is retrained, and the store points at the new one once it is durable
-        if trained:
-            result = loop.train_cycle(cycle)
-            path = store.project / "checkpoints" / f"cycle-{cycle}-{fingerprint[:12]}.pt"
-            digest = save_checkpoint(path, loop.snapshot())
-            with store.transaction() as db:
-                db.execute("DELETE FROM cycles WHERE cycle = ? AND status = 'trained'", (cycle,))
-                store.add_trained_cycle(db, cycle, settings, result.to_dict(), fingerprint,
-                                        path.relative_to(store.project).as_posix(), digest)
-        selected, scores = loop.query_scored(k)
-        probabilities = _probabilities(loop, selected)
-        pool_ids = [r[0] for _, r in pool_rows]
-        items = [
-            QueriedItem(pool_ids[int(i)], pool_rows[int(i)][1][1], rank + 1,
-                        float("nan") if scores is None else float(scores[rank]),
-                        classes[int(probabilities[rank].argmax())], float(probabilities[rank].max()))
-            for rank, i in enumerate(selected)
-        ]
-        with store.transaction() as db:
-            if label_fingerprint(store.current_labels()) != fingerprint:
-                raise UsageError("labels were imported while this query trained; run query again to use them")
-            store.add_queries(db, cycle, settings["strategy"], [
-                (item.item_id, None if scores is None else item.score, item.rank, item.prediction, item.confidence)
-                for item in items
-            ])
-            db.execute("UPDATE cycles SET status = 'queried' WHERE cycle = ?", (cycle,))
-        files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": settings["strategy"]})
-        return QueryOutcome(cycle, trained, True, items, files)
+        if len(pool_ids) - labeled < k:
+            raise UsageError(f"only {len(pool_ids) - labeled} pool items are unlabeled; lower --k")
+        loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2, progress=progress)
+        journal = LabelingJournal(store, spec, classes, pool_ids)
+        point = loop.begin(journal)
+        loop.step(journal.cycle, journal, trained=point.trained, query=True)
+        return _export(store, journal.cycle, classes, spec.strategy, new=True, trained=not journal.reused)
 
 
-def _probabilities(loop: ActiveLearningLoop, selected: np.ndarray) -> np.ndarray:
-    from learnloss.inference import stream
-
-    _, values = stream(loop.view, loop._eval_batches(loop.dataset.x_train, None, selected),
-                       lambda batch: {"p": batch.probabilities})
-    return values["p"]
-
-
-def _reexport(store: ProjectStore, last: dict[str, Any], classes: list[str]) -> QueryOutcome:
-    """The last query is still current: write its open items again instead of querying twice."""
-    cycle = last["cycle"]
-    rows = list(store.db.execute(
-        "SELECT q.item_id, i.source, q.rank, q.score, q.prediction, q.confidence FROM queries q "
-        "JOIN items i ON i.id = q.item_id WHERE q.cycle = ? AND q.status = 'open' ORDER BY q.rank", (cycle,),
-    ))
+def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, new: bool,
+            trained: bool = False) -> QueryOutcome:
+    """Write the open items of ``cycle``'s query for labelers (CSV, JSON, Label Studio tasks)."""
     items = [QueriedItem(item_id, source, rank, float("nan") if score is None else score, prediction, confidence)
-             for item_id, source, rank, score, prediction, confidence in rows]
-    files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": last["config"]["strategy"]})
-    return QueryOutcome(cycle, False, False, items, files)
+             for item_id, source, rank, score, prediction, confidence in store.query_items(cycle)]
+    files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy})
+    return QueryOutcome(cycle, trained, new, items, files)
 
 
 # --------------------------------------------------------------------------------------- status, export
@@ -339,16 +270,11 @@ def _reexport(store: ProjectStore, last: dict[str, Any], classes: list[str]) -> 
 def project_status(project: str | Path) -> dict[str, Any]:
     """Counts, classes, per-cycle metrics and open queries of ``project``."""
     with ProjectStore(project) as store:
-        cycles = [
-            {"cycle": c, "status": s, **{k: v for k, v in json.loads(m).items() if k in ("n_labeled", "test_accuracy",
-                                                                                        "lpm_ranking_accuracy")}}
-            for c, s, m in store.db.execute("SELECT cycle, status, metrics FROM cycles ORDER BY cycle")
-        ]
-        open_per_cycle = dict(store.db.execute(
-            "SELECT cycle, count(*) FROM queries WHERE status = 'open' GROUP BY cycle ORDER BY cycle"
-        ))
+        keep = ("n_labeled", "test_accuracy", "lpm_ranking_accuracy")
+        cycles = [{"cycle": c["cycle"], "status": c["status"], **{k: v for k, v in c["metrics"].items() if k in keep}}
+                  for c in store.cycles()]
         return {"project": str(store.project), "data_root": store.meta("data_root"), "classes": store.classes(),
-                "counts": store.counts(), "cycles": cycles, "open_queries": open_per_cycle}
+                "counts": store.counts(), "cycles": cycles, "open_queries": store.open_per_cycle()}
 
 
 EXPORT_FIELDS = ("item_id", "path", "label", "current", "cycle", "strategy", "score", "rank", "source", "file",

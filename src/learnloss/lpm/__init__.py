@@ -3,11 +3,13 @@
 from learnloss.lpm.attach import LearningLoss, attach
 from learnloss.lpm.losses import LPM_LOSSES, get_lpm_loss, margin_ranking_loss, mse_loss
 from learnloss.lpm.module import LossPredictionModule
-from learnloss.lpm.taps import FeatureTaps, pool_features
+from learnloss.lpm.taps import LAYOUTS, FeatureTaps, Layout, pool_features
 
 __all__ = [
+    "LAYOUTS",
     "LPM_LOSSES",
     "FeatureTaps",
+    "Layout",
     "LearningLoss",
     "LossPredictionModule",
     "attach",

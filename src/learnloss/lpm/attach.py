@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from learnloss.errors import UsageError
 from learnloss.lpm.module import LossPredictionModule
-from learnloss.lpm.taps import FeatureTaps, pool_features
+from learnloss.lpm.taps import FeatureTaps, Layout
 
 
 class LearningLoss:
@@ -35,17 +35,19 @@ class LearningLoss:
     def predicted_loss(self, detach_features: bool = False) -> torch.Tensor:
         """Predicted loss ``(B,)`` for the last forward pass of the model.
 
+        Each tapped output is globally average-pooled to ``(B, C)`` according to its layout
+        (:meth:`FeatureTaps.pooled`) and the vectors go through the module (Yoo & Kweon, CVPR 2019, Fig. 2).
         With ``detach_features=True`` the features are detached first: the module still learns, but no
         gradient flows from it into the target model (the paper's stop-gradient after epoch 120 of 200).
         """
-        features = self.taps.features
-        if detach_features:
-            features = [feature.detach() for feature in features]
-        return self.lpm(features)
+        return self.lpm(self.taps.pooled(detach=detach_features))
 
     def embeddings(self) -> torch.Tensor:
-        """Globally average-pooled output ``(B, C)`` of :attr:`embedding_layer` for the last forward pass."""
-        return pool_features(self.taps.features[self.layers.index(self.embedding_layer)])
+        """Globally average-pooled output ``(B, C)`` of :attr:`embedding_layer` for the last forward pass.
+
+        Pooled according to the layer's layout, as for :meth:`predicted_loss`.
+        """
+        return self.taps.pooled()[self.layers.index(self.embedding_layer)]
 
     def clear(self) -> None:
         """Free the features captured by the last forward pass."""
@@ -62,23 +64,32 @@ def attach(
     example_input: torch.Tensor,
     width: int = 128,
     embedding_layer: str | None = None,
+    layouts: Mapping[str, Layout] | None = None,
 ) -> LearningLoss:
     """Attach a loss prediction module (Yoo & Kweon, CVPR 2019) to ``model``.
 
     Args:
         model: any ``nn.Module``; its ``forward`` is left as it is.
         layers: dotted names of the submodules to tap (see ``model.named_modules()``). Their outputs may be
-            feature maps ``(B, C, H, W)`` of any size, sequences ``(B, T, C)`` or vectors ``(B, C)``.
+            feature maps ``(B, C, *spatial)`` of any rank and size, sequences ``(B, T, C)`` or ``(T, B, C)``,
+            or vectors ``(B, C)``; each is globally average-pooled to ``(B, C)`` according to its layout.
         example_input: one batch of inputs (``B ≥ 1``) used to check the taps and infer channel widths up front.
         width: width of each level's FC layer (128 in the paper).
         embedding_layer: tapped layer used for embeddings (core-set); defaults to the last of ``layers``.
+        layouts: optional map from a tapped layer's name to its output layout: ``"channels-first"``
+            ``(B, C, *spatial)``, ``"batch-first"`` ``(B, T, C)``, ``"sequence-first"`` ``(T, B, C)``, or a
+            callable ``f(tensor) -> (B, C) tensor``. Other layers are inferred where certain (rank 2 and ≥ 4,
+            the module type for rank 3, e.g. ``Conv1d`` or an ``nn.LSTM``'s ``batch_first``); an ambiguous
+            rank-3 output (e.g. an ``nn.Linear`` applied to a sequence) is refused, asking for its layout.
 
     Returns:
         A :class:`LearningLoss`; move ``result.lpm`` to the model's device and add its parameters to an optimiser.
 
     Raises:
         LayerNotFoundError: a name is not a submodule (the message lists the available names).
-        FeatureShapeError: a tapped output cannot be read by the module.
+        FeatureShapeError: a tapped output cannot be read by the module, its layout is ambiguous or it
+            contradicts the stated layout.
+        UsageError: a layout is unknown, or ``layouts`` names a layer that is not tapped.
 
     Example:
         >>> import torch, learnloss
@@ -89,7 +100,7 @@ def attach(
         >>> ll.predicted_loss().shape
         torch.Size([4])
     """
-    taps = FeatureTaps(model, layers)
+    taps = FeatureTaps(model, layers, layouts=layouts)
     try:
         widths = taps.probe(example_input)
         if embedding_layer is None:

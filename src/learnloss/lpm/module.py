@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from learnloss.errors import FeatureShapeError, UsageError
-from learnloss.lpm.taps import pool_features
 
 
 class LossPredictionModule(nn.Module):
@@ -16,7 +15,9 @@ class LossPredictionModule(nn.Module):
 
     Per tapped level: global average pooling → ``Linear(C_i, width)`` → ReLU; the level vectors are
     concatenated and a final ``Linear`` outputs one scalar per sample. No BatchNorm, no dropout, as in the
-    paper (width 128).
+    paper (width 128). The pooling of Fig. 2 depends on each output's layout, which only the taps know: the
+    module receives the pooled ``(B, C_i)`` vectors (:meth:`learnloss.lpm.FeatureTaps.pooled`, or
+    :func:`learnloss.lpm.pool_features` with the layout).
 
     Args:
         in_channels: channel width of each tapped level.
@@ -36,12 +37,23 @@ class LossPredictionModule(nn.Module):
         self.out = nn.Linear(width * len(self.in_channels), 1)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Return the predicted loss, shape ``(B,)``, from one feature tensor per level."""
+        """Return the predicted loss, shape ``(B,)``, from one pooled ``(B, C_i)`` vector per level.
+
+        Raises:
+            FeatureShapeError: the number of levels, a vector's rank or its width does not match the module.
+                Feature maps and sequences are refused, not pooled by a guess: pool them first according to
+                their layout (:meth:`learnloss.lpm.FeatureTaps.pooled`).
+        """
         if len(features) != len(self.levels):
             raise FeatureShapeError(f"expected {len(self.levels)} feature levels, got {len(features)}")
         vectors = []
-        for index, (feature, fc) in enumerate(zip(features, self.levels)):
-            pooled = pool_features(feature)
+        for index, (pooled, fc) in enumerate(zip(features, self.levels)):
+            if pooled.dim() != 2:
+                raise FeatureShapeError(
+                    f"level {index} has shape {tuple(pooled.shape)}; the loss prediction module takes pooled "
+                    "(B, C) vectors — pool each tapped output according to its layout first (FeatureTaps.pooled(), "
+                    "or pool_features(feature, layout))"
+                )
             if pooled.shape[1] != fc.in_features:
                 raise FeatureShapeError(
                     f"level {index} has {pooled.shape[1]} channels but the module was built for "

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from torch import nn
 
 from learnloss.errors import LayerNotFoundError, UnknownNameError, UsageError
+from learnloss.models.mlp import MLP
 from learnloss.models.resnet import resnet
 from learnloss.models.small_cnn import SmallCNN
 
@@ -24,7 +25,8 @@ __all__ = ["available_models", "build_model", "default_taps", "embedding_layer",
 
 
 ModelBuilder = Callable[..., nn.Module]
-"""``(in_channels, num_classes, dropout=0.0) -> model``."""
+"""``(in_channels, num_classes, dropout=0.0) -> model``; for ``mlp`` on ``(N, D)`` inputs, ``in_channels`` is the
+feature count ``D`` and ``num_classes`` the output width (classes, or regression target components)."""
 
 
 def _resnet_builder(depth: int) -> ModelBuilder:
@@ -42,6 +44,7 @@ _MODELS: dict[str, ModelBuilder] = {
     "resnet101": _resnet_builder(101),
     "resnet152": _resnet_builder(152),
     "small-cnn": SmallCNN,
+    "mlp": MLP,
 }
 
 

@@ -2,20 +2,24 @@
 
 CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
 return) are prefixed with ``'`` (OWASP, "CSV Injection"); :func:`unescape_cell` undoes it on import. Every file
-is written atomically.
+is written atomically; JSON through :func:`learnloss.jsonio.write_json`, so a missing or non-finite number (the
+score of a ``random`` query) is ``null`` in JSON and an empty cell in CSV.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
+
+from learnloss import jsonio
 from learnloss.atomic import atomic_write
 
 __all__ = [
@@ -47,33 +51,61 @@ def unescape_cell(value: str) -> str:
     return value
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: escaped text (:func:`escape_cell`); ``None`` and NaN / infinite numbers as an empty cell."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return ""
+    return escape_cell(value)
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Write a UTF-8 CSV with ``header`` and escaped ``rows``, atomically."""
+    """Write a UTF-8 CSV with ``header`` and escaped ``rows``, atomically; ``None``, NaN and infinite numbers
+    are empty cells."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([escape_cell(cell) for cell in row] for row in rows)
+    writer.writerows([_csv_cell(cell) for cell in row] for row in rows)
     with atomic_write(path) as handle:
         handle.write(buffer.getvalue())
 
 
 def write_json(path: Path, document: Any) -> None:
-    """Write ``document`` as indented UTF-8 JSON, atomically."""
-    with atomic_write(path) as handle:
-        json.dump(document, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    """Write ``document`` as indented UTF-8 JSON, atomically (:func:`learnloss.jsonio.write_json`: NaN and
+    infinite numbers as ``null``).
+
+    Raises:
+        TypeError: ``document`` holds a value JSON cannot represent (the message names ``path``).
+    """
+    jsonio.write_json(path, document)
+
+
+def _finite(value: float | None) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing, NaN or infinite."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _number_cell(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec`` for a CSV cell; empty when missing or not finite."""
+    number = _finite(value)
+    return "" if number is None else format(number, spec)
 
 
 @dataclass(frozen=True)
 class QueriedItem:
-    """One queried item as labelers see it: the model's prediction and its confidence are hints."""
+    """One queried item as labelers see it: the model's prediction and its confidence are hints.
+
+    ``score`` is the strategy's score of the item; ``None`` or NaN when the strategy does not score (random).
+    """
 
     item_id: int
     path: str
     rank: int
-    score: float
+    score: float | None
     prediction: str
-    confidence: float
+    confidence: float | None
 
 
 def label_studio_config(classes: Sequence[str]) -> str:
@@ -91,15 +123,19 @@ def _xml(text: str) -> str:
 
 
 def _label_studio_task(item: QueriedItem, cycle: int) -> dict[str, Any]:
+    """A Label Studio task with the model's prediction as a pre-annotation. ``data.score`` (the strategy's
+    score) is ``null`` when the strategy does not score; the prediction's ``score`` (the model's confidence)
+    is left out when it is not a finite number."""
+    prediction: dict[str, Any] = {"model_version": f"learnloss-cycle-{cycle}"}
+    confidence = _finite(item.confidence)
+    if confidence is not None:
+        prediction["score"] = confidence
+    prediction["result"] = [{"from_name": "label", "to_name": "image", "type": "choices",
+                             "value": {"choices": [item.prediction]}}]
     return {
         "data": {"image": LOCAL_FILES_URL + quote(item.path), "learnloss_id": item.item_id, "path": item.path,
-                 "rank": item.rank, "score": item.score},
-        "predictions": [{
-            "model_version": f"learnloss-cycle-{cycle}",
-            "score": item.confidence,
-            "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                        "value": {"choices": [item.prediction]}}],
-        }],
+                 "rank": item.rank, "score": _finite(item.score)},
+        "predictions": [prediction],
     }
 
 
@@ -108,7 +144,10 @@ def write_query_batch(
 ) -> dict[str, Path]:
     """Write the batch of ``cycle`` for labelers into ``folder``: ``query-<cycle>.csv`` (fill in ``label``),
     ``query-<cycle>.json``, ``query-<cycle>.labelstudio.json`` (tasks with the prediction as a pre-annotation)
-    and ``labelstudio-config.xml``. Returns the paths by kind."""
+    and ``labelstudio-config.xml``. Returns the paths by kind.
+
+    A score or confidence that is missing or not finite (a ``random`` query has no score) is ``null`` in the
+    JSON files and an empty cell in the CSV."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"query-{cycle}"
     paths = {
@@ -119,12 +158,13 @@ def write_query_batch(
     }
     write_csv(
         paths["csv"], ("id", "path", "label", "prediction", "confidence", "rank", "score"),
-        [(i.item_id, i.path, "", i.prediction, f"{i.confidence:.4f}", i.rank, f"{i.score:.6g}") for i in items],
+        [(i.item_id, i.path, "", i.prediction, _number_cell(i.confidence, ".4f"), i.rank, _number_cell(i.score, ".6g"))
+         for i in items],
     )
     write_json(paths["json"], {
         **info, "cycle": cycle, "classes": list(classes),
         "items": [{"id": i.item_id, "path": i.path, "label": None, "prediction": i.prediction,
-                   "confidence": i.confidence, "rank": i.rank, "score": i.score} for i in items],
+                   "confidence": _finite(i.confidence), "rank": i.rank, "score": _finite(i.score)} for i in items],
     })
     write_json(paths["labelstudio"], [_label_studio_task(item, cycle) for item in items])
     with atomic_write(paths["labelstudio_config"]) as handle:

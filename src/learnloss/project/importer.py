@@ -246,18 +246,11 @@ def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) 
     path = Path(path)
     fmt, rows, digest, problems = parse_label_file(path)
     with store.transaction() as db:  # validate inside the write lock: no other import can interleave
-        by_id = {item_id: source for item_id, source in db.execute("SELECT id, source FROM items")}
+        by_id = dict(store.items(db=db))
         by_path = {source: item_id for item_id, source in by_id.items()}
-        classes = {name for (name,) in db.execute("SELECT name FROM classes")}
-        current = dict(db.execute(
-            "SELECT l.item_id, c.name FROM labels l JOIN classes c ON c.id = l.class_id WHERE l.current = 1"
-        ))
-        queried = {
-            item_id: (cycle, strategy, score, rank)
-            for item_id, cycle, strategy, score, rank in db.execute(
-                "SELECT item_id, cycle, strategy, score, rank FROM queries ORDER BY cycle"
-            )
-        }
+        classes = set(store.classes(db))
+        current = store.current_labels(db)
+        queried = store.queried_provenance(db)
         seen: dict[int, str] = {}
         new: list[LabelRecord] = []
         relabels = unchanged = 0

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from learnloss.errors import LearnLossError, UsageError
+from learnloss.jsonio import dumps
 
 __all__ = [
     "DB_FILENAME",
@@ -97,6 +98,34 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX queries_open ON queries(status);
     """,
+    # v2: targets that are not a class (a regression vector; later boxes, keypoints) are stored as JSON in
+    # labels.target, so class_id becomes optional; every label has one or the other.
+    """
+    CREATE TABLE labels_v2 (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        class_id INTEGER REFERENCES classes(id),
+        cycle INTEGER,
+        strategy TEXT,
+        score REAL,
+        rank INTEGER,
+        source TEXT NOT NULL,
+        import_id INTEGER REFERENCES imports(id),
+        created_at TEXT NOT NULL,
+        current INTEGER NOT NULL DEFAULT 1 CHECK (current IN (0, 1)),
+        superseded_by INTEGER REFERENCES labels_v2(id),
+        target TEXT,
+        CHECK (class_id IS NOT NULL OR target IS NOT NULL)
+    );
+    INSERT INTO labels_v2 (id, item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at,
+                           current, superseded_by)
+        SELECT id, item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at, current,
+               superseded_by FROM labels;
+    DROP INDEX labels_one_current;
+    DROP TABLE labels;
+    ALTER TABLE labels_v2 RENAME TO labels;
+    CREATE UNIQUE INDEX labels_one_current ON labels(item_id) WHERE current = 1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -111,15 +140,17 @@ class StoreFormatError(UsageError):
 
 @dataclass(frozen=True)
 class LabelRecord:
-    """A label to store, with its provenance."""
+    """A label to store, with its provenance: a class name (``label``) or, for tasks whose targets are not
+    classes, a JSON-ready ``target`` (with ``label`` None)."""
 
     item_id: int
-    label: str
+    label: str | None
     source: str
     cycle: int | None = None
     strategy: str | None = None
     score: float | None = None
     rank: int | None = None
+    target: Any = None
 
 
 def now() -> str:
@@ -249,10 +280,13 @@ class ProjectStore:
 
     # ------------------------------------------------------------------------------------------------ meta
 
-    def set_meta(self, key: str, value: Any) -> None:
-        """Store ``value`` (JSON) under ``key``."""
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+    def set_meta(self, key: str, value: Any, db: sqlite3.Connection | None = None) -> None:
+        """Store ``value`` (JSON) under ``key``, inside the caller's transaction ``db`` or in one of its own."""
+        if db is not None:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, dumps(value)))
+            return
+        with self.transaction() as own:
+            own.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, dumps(value)))
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -260,9 +294,9 @@ class ProjectStore:
 
     # ----------------------------------------------------------------------------------- classes and items
 
-    def classes(self) -> list[str]:
+    def classes(self, db: sqlite3.Connection | None = None) -> list[str]:
         """Class names in the order they were registered (their index is the model's class index)."""
-        return [name for (name,) in self.db.execute("SELECT name FROM classes ORDER BY id")]
+        return [name for (name,) in (db or self.db).execute("SELECT name FROM classes ORDER BY id")]
 
     def add_classes(self, db: sqlite3.Connection, names: Sequence[str]) -> None:
         """Register new class names (inside the caller's transaction)."""
@@ -272,19 +306,41 @@ class ProjectStore:
         """Register items by their source (a path relative to the data root), inside the caller's transaction."""
         db.executemany("INSERT INTO items(source, split) VALUES (?, ?)", [(source, split) for source in sources])
 
-    def items(self, split: str | None = None) -> list[tuple[int, str]]:
+    def item_ids(self, db: sqlite3.Connection, sources: Sequence[str]) -> dict[str, int]:
+        """``source -> id`` of the items ``sources`` (inside the caller's transaction)."""
+        ids: dict[str, int] = {}
+        for start in range(0, len(sources), 500):  # SQLite limits the number of bound parameters
+            part = list(sources[start:start + 500])
+            ids.update(db.execute(f"SELECT source, id FROM items WHERE source IN ({','.join('?' * len(part))})", part))
+        return ids
+
+    def items_with_split(self, db: sqlite3.Connection | None = None) -> list[tuple[int, str, str]]:
+        """``(id, source, split)`` of every item, by id."""
+        return list((db or self.db).execute("SELECT id, source, split FROM items ORDER BY id"))
+
+    def items(self, split: str | None = None, db: sqlite3.Connection | None = None) -> list[tuple[int, str]]:
         """``(id, source)`` of every item (of ``split``), by id."""
         if split is None:
-            return list(self.db.execute("SELECT id, source FROM items ORDER BY id"))
+            return list((db or self.db).execute("SELECT id, source FROM items ORDER BY id"))
         return list(self.db.execute("SELECT id, source FROM items WHERE split = ? ORDER BY id", (split,)))
 
     # -------------------------------------------------------------------------------------------- labels
 
-    def current_labels(self) -> dict[int, str]:
-        """``item id -> class name`` of every item's current (not superseded) label."""
-        return dict(self.db.execute(
+    def current_labels(self, db: sqlite3.Connection | None = None) -> dict[int, str]:
+        """``item id -> class name`` of every item's current (not superseded) class label."""
+        return dict((db or self.db).execute(
             "SELECT l.item_id, c.name FROM labels l JOIN classes c ON c.id = l.class_id WHERE l.current = 1"
         ))
+
+    def labeled_items(self) -> list[tuple[int, str, Any, int | None]]:
+        """``(item id, source, label, cycle)`` of every current label, by cycle then by when it was stored; the
+        label is the class name, or the decoded target of a label that is not a class."""
+        rows = self.db.execute(
+            "SELECT i.id, i.source, c.name, l.target, l.cycle FROM labels l JOIN items i ON i.id = l.item_id "
+            "LEFT JOIN classes c ON c.id = l.class_id WHERE l.current = 1 ORDER BY l.cycle, l.id"
+        )
+        return [(item_id, source, name if name is not None else json.loads(target), cycle)
+                for item_id, source, name, target, cycle in rows]
 
     def add_labels(
         self, db: sqlite3.Connection, records: Sequence[LabelRecord], import_id: int | None = None
@@ -299,10 +355,11 @@ class ProjectStore:
             if old is not None:  # free the "one current label" slot before inserting the new one
                 db.execute("UPDATE labels SET current = 0 WHERE id = ?", (old[0],))
             cursor = db.execute(
-                "INSERT INTO labels(item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.item_id, class_ids[record.label], record.cycle, record.strategy, record.score, record.rank,
-                 record.source, import_id, created),
+                "INSERT INTO labels(item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at, "
+                "target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.item_id, None if record.label is None else class_ids[record.label], record.cycle,
+                 record.strategy, record.score, record.rank, record.source, import_id, created,
+                 None if record.target is None else dumps(record.target)),
             )
             if old is not None:
                 db.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", (cursor.lastrowid, old[0]))
@@ -313,7 +370,7 @@ class ProjectStore:
         rows = self.db.execute(
             "SELECT l.id, i.id, i.source, c.name, l.cycle, l.strategy, l.score, l.rank, l.source, imp.file_name, "
             "l.created_at, l.current = 1 FROM labels l JOIN items i ON i.id = l.item_id "
-            "JOIN classes c ON c.id = l.class_id LEFT JOIN imports imp ON imp.id = l.import_id ORDER BY l.id"
+            "LEFT JOIN classes c ON c.id = l.class_id LEFT JOIN imports imp ON imp.id = l.import_id ORDER BY l.id"
         )
         keys = ("label_id", "item_id", "path", "label", "cycle", "strategy", "score", "rank", "source", "file",
                 "created_at", "current")
@@ -349,15 +406,46 @@ class ProjectStore:
         cycle["config"], cycle["metrics"] = json.loads(cycle["config"]), json.loads(cycle["metrics"])
         return cycle
 
+    def cycles(self) -> list[dict[str, Any]]:
+        """Every cycle row, by cycle, as dicts (``config`` and ``metrics`` decoded)."""
+        rows = self.db.execute(
+            "SELECT cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, created_at "
+            "FROM cycles ORDER BY cycle"
+        )
+        keys = ("cycle", "status", "config", "metrics", "label_fingerprint", "checkpoint", "checkpoint_sha256",
+                "created_at")
+        out = []
+        for row in rows:
+            cycle = dict(zip(keys, row))
+            cycle["config"], cycle["metrics"] = json.loads(cycle["config"]), json.loads(cycle["metrics"])
+            out.append(cycle)
+        return out
+
+    def drop_checkpoints(self, db: sqlite3.Connection) -> list[str]:
+        """Forget every recorded checkpoint (inside the caller's transaction) and return their paths, for the
+        caller to delete once the transaction that records a newer one has committed."""
+        older = [row[0] for row in db.execute("SELECT checkpoint FROM cycles WHERE checkpoint IS NOT NULL")]
+        db.execute("UPDATE cycles SET checkpoint = NULL, checkpoint_sha256 = NULL")
+        return older
+
+    def mark_queried(self, db: sqlite3.Connection, cycle: int, metrics: dict[str, Any] | None = None) -> None:
+        """Mark ``cycle`` queried (and replace its metrics), inside the caller's transaction."""
+        if metrics is None:
+            db.execute("UPDATE cycles SET status = 'queried' WHERE cycle = ?", (cycle,))
+        else:
+            db.execute("UPDATE cycles SET status = 'queried', metrics = ? WHERE cycle = ?", (dumps(metrics), cycle))
+
     def add_trained_cycle(
         self, db: sqlite3.Connection, cycle: int, config: dict[str, Any], metrics: dict[str, Any], fingerprint: str,
         checkpoint: str, sha256: str,
     ) -> None:
-        """Record a trained cycle and its (already durable) checkpoint, inside the caller's transaction."""
+        """Record a trained cycle and its (already durable) checkpoint, inside the caller's transaction; a cycle
+        trained before with other labels and never queried is replaced."""
+        db.execute("DELETE FROM cycles WHERE cycle = ? AND status = 'trained'", (cycle,))
         db.execute(
             "INSERT INTO cycles(cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, "
             "created_at) VALUES (?, 'trained', ?, ?, ?, ?, ?, ?)",
-            (cycle, json.dumps(config), json.dumps(metrics), fingerprint, checkpoint, sha256, now()),
+            (cycle, dumps(config), dumps(metrics), fingerprint, checkpoint, sha256, now()),
         )
 
     def add_queries(
@@ -372,6 +460,26 @@ class ProjectStore:
             [(cycle, item_id, score, rank, strategy, prediction, confidence)
              for item_id, score, rank, prediction, confidence in rows],
         )
+
+    def query_items(self, cycle: int, status: str | None = "open") -> list[tuple[int, str, int, float | None, str | None,
+                                                                              float | None]]:
+        """``(item id, source, rank, score, prediction, confidence)`` of ``cycle``'s queried items (of ``status``;
+        all if None), by rank."""
+        sql = ("SELECT q.item_id, i.source, q.rank, q.score, q.prediction, q.confidence FROM queries q "
+               "JOIN items i ON i.id = q.item_id WHERE q.cycle = ?")
+        if status is None:
+            return list(self.db.execute(sql + " ORDER BY q.rank", (cycle,)))
+        return list(self.db.execute(sql + " AND q.status = ? ORDER BY q.rank", (cycle, status)))
+
+    def queried_provenance(self, db: sqlite3.Connection) -> dict[int, tuple[int, str, float | None, int]]:
+        """``item id -> (cycle, strategy, score, rank)`` of the latest query of each queried item."""
+        return {item_id: (cycle, strategy, score, rank) for item_id, cycle, strategy, score, rank in db.execute(
+            "SELECT item_id, cycle, strategy, score, rank FROM queries ORDER BY cycle")}
+
+    def open_per_cycle(self) -> dict[int, int]:
+        """How many queried items of each cycle are still open."""
+        return dict(self.db.execute(
+            "SELECT cycle, count(*) FROM queries WHERE status = 'open' GROUP BY cycle ORDER BY cycle"))
 
     def open_queries(self) -> list[tuple[int, int, str, float | None, int]]:
         """``(cycle, item id, source, score, rank)`` of every queried item not labeled yet."""

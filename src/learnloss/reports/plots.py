@@ -17,7 +17,7 @@ import numpy.typing as npt
 from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
 from learnloss.metrics import aubc
-from learnloss.reports.results import validate_results
+from learnloss.reports.results import common_primary_metric, metric_label, primary_metric, validate_results
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,16 +49,19 @@ def _column(cycles: list[dict[str, Any]], key: str) -> npt.NDArray[np.float64]:
 
 
 def _run_aubc(results: Mapping[str, Any]) -> float:
+    """The run's stored AUBC, else recomputed from its primary metric (NaN where a value is missing)."""
     cycles = results["cycles"]
     if results.get("aubc") is not None:
         return float(results["aubc"])
-    if not cycles:
+    values = _column(cycles, primary_metric(results))
+    if not cycles or not np.isfinite(values).all():
         return math.nan
-    return aubc([c["n_labeled"] for c in cycles], [c["test_accuracy"] for c in cycles])
+    return aubc([c["n_labeled"] for c in cycles], values.tolist())
 
 
 def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Plot test accuracy against the number of labelled samples of one run and save it as PNG at ``path``.
+    """Plot the run's primary metric (:func:`learnloss.reports.results.primary_metric`: test accuracy for
+    classification, R² for regression) against the number of labelled samples and save it as PNG at ``path``.
 
     The title names the strategy, dataset and AUBC (Zhan et al. 2021). When the run recorded the ranking
     accuracy of the loss prediction module (Yoo & Kweon, CVPR 2019) a second panel shows it, together with
@@ -73,8 +76,9 @@ def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str]) -
     if not cycles:
         raise UsageError("cannot plot a learning curve of a run without cycles; wait until a cycle has finished")
     config = results["config"]
+    metric = primary_metric(results)
     x = _column(cycles, "n_labeled")
-    accuracy = _column(cycles, "test_accuracy")
+    accuracy = _column(cycles, metric)
     ranking = _column(cycles, "lpm_ranking_accuracy")
     rho = _column(cycles, "lpm_spearman")
     has_lpm = bool(np.isfinite(ranking).any())
@@ -84,8 +88,8 @@ def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str]) -
         ax_acc, ax_lpm = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     else:
         ax_acc, ax_lpm = fig.subplots(1, 1), None
-    ax_acc.plot(x, accuracy, marker="o", label="test accuracy")
-    ax_acc.set_ylabel("test accuracy")
+    ax_acc.plot(x, accuracy, marker="o", label=metric_label(metric))
+    ax_acc.set_ylabel(metric_label(metric))
     ax_acc.grid(True, alpha=0.3)
     title = f"{config['strategy']} on {config['dataset']} (seed {config['seed']}) -- AUBC {_run_aubc(results):.4f}"
     ax_acc.set_title(title)
@@ -117,7 +121,8 @@ def _mean_curve(runs: list[dict[str, Any]], key: str = "test_accuracy") -> tuple
     return xs, means, stds
 
 
-#: Per-cycle fields :func:`plot_comparison` can draw, with their axis labels.
+#: Per-cycle fields of the loss prediction module :func:`plot_comparison` can draw, with their axis labels; the
+#: runs' primary metric (``test_accuracy``, ``test_r2``, ...) is drawn by default.
 PLOTTED_METRICS = {
     "test_accuracy": "test accuracy",
     "lpm_ranking_accuracy": "LPM ranking accuracy on test pairs",
@@ -126,34 +131,42 @@ PLOTTED_METRICS = {
 
 
 def plot_comparison(
-    groups: Mapping[str, list[dict[str, Any]]], path: str | os.PathLike[str], metric: str = "test_accuracy"
+    groups: Mapping[str, list[dict[str, Any]]], path: str | os.PathLike[str], metric: str | None = None
 ) -> None:
     """Overlay one per-cycle metric of several strategies and save the figure as PNG at ``path``.
 
     ``groups`` maps a strategy label to its runs (loaded ``results.json`` dicts, one per seed). Each strategy
-    is drawn as the mean of ``metric`` (a key of :data:`PLOTTED_METRICS`: test accuracy by default, or the LPM's
-    ranking accuracy or Spearman correlation of Yoo & Kweon, CVPR 2019) over its runs with a band of +- one
-    population standard deviation; for test accuracy the legend gives the number of seeds and the mean AUBC
-    (Zhan et al. 2021). Each label count is averaged over the runs that recorded the metric there; strategies
-    that never recorded it (no LPM) are left out.
+    is drawn as the mean of ``metric`` over its runs with a band of +- one population standard deviation.
+    ``metric`` is by default the runs' primary metric (test accuracy for classification, R² for regression),
+    for which the legend gives the number of seeds and the mean AUBC (Zhan et al. 2021); it may also be any
+    ``test_<metric>`` the runs record or a key of :data:`PLOTTED_METRICS` (the LPM's ranking accuracy or
+    Spearman correlation of Yoo & Kweon, CVPR 2019). Each label count is averaged over the runs that
+    recorded the metric there; strategies that never recorded it (no LPM) are left out.
 
     Raises:
-        UsageError: ``groups`` is empty, ``metric`` is unknown, no strategy recorded the metric, or a strategy
-            has only runs without cycles.
+        UsageError: ``groups`` is empty, ``metric`` is unknown, the runs have different primary metrics, no
+            strategy recorded the metric, or a strategy has only runs without cycles.
         ResultsFormatError: a run does not follow the results schema.
     """
     if not groups:
         raise UsageError("plot_comparison needs at least one strategy with runs, got none")
-    if metric not in PLOTTED_METRICS:
-        raise UsageError(f"cannot plot {metric!r}; choose one of {', '.join(PLOTTED_METRICS)}")
+    for label, runs in groups.items():
+        for run in runs:
+            validate_results(run, run.get("_path", f"run of {label!r}"))
+    primary = common_primary_metric(run for runs in groups.values() for run in runs)
+    metric = metric or primary
+    if metric not in PLOTTED_METRICS and not metric.startswith("test_"):
+        raise UsageError(
+            f"cannot plot {metric!r}; choose the runs' primary metric {primary!r}, another test_<metric> they "
+            f"record, or one of {', '.join(PLOTTED_METRICS)}"
+        )
+    axis_label = PLOTTED_METRICS.get(metric) or metric_label(metric)
     fig = _new_figure(8.0, 5.0)
     ax = fig.subplots(1, 1)
     datasets: set[str] = set()
     drawn = 0
     for label, runs in groups.items():
-        for run in runs:
-            validate_results(run, f"run of {label!r}")
-            datasets.add(str(run["config"]["dataset"]))
+        datasets.update(str(run["config"]["dataset"]) for run in runs)
         runs_with_cycles = [run for run in runs if run["cycles"]]
         if not runs_with_cycles:
             raise UsageError(f"strategy {label!r} has no run with a finished cycle; nothing to plot")
@@ -161,17 +174,17 @@ def plot_comparison(
         if not len(xs):
             continue
         legend = f"{label} (n={len(runs_with_cycles)}"
-        if metric == "test_accuracy":
+        if metric == primary:
             legend += f", AUBC {float(np.nanmean([_run_aubc(run) for run in runs_with_cycles])):.4f}"
         (line,) = ax.plot(xs, means, marker="o", markersize=4, label=legend + ")")
         ax.fill_between(xs, means - stds, means + stds, color=line.get_color(), alpha=0.2, linewidth=0)
         drawn += 1
     if not drawn:
-        raise UsageError(f"no strategy recorded {PLOTTED_METRICS[metric]}; nothing to plot")
+        raise UsageError(f"no strategy recorded {axis_label}; nothing to plot")
     ax.set_xlabel("labelled samples")
-    ax.set_ylabel(f"{PLOTTED_METRICS[metric]} (mean ± std over seeds)")
+    ax.set_ylabel(f"{axis_label} (mean ± std over seeds)")
     ax.set_title("strategy comparison" + (f" on {', '.join(sorted(datasets))}" if datasets else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right" if metric == "test_accuracy" else "best", fontsize="small")
+    ax.legend(loc="lower right" if metric == primary else "best", fontsize="small")
     fig.tight_layout()
     _save_png_atomic(fig, path)

@@ -1,6 +1,7 @@
 """The benchmark report: ``report.md`` and its plots, from every run in a benchmark folder.
 
-Per strategy: seeds, AUBC (Zhan et al. 2021) and final accuracy as mean ± population std, the loss prediction
+Per strategy: seeds, AUBC (Zhan et al. 2021) and the final value of the runs' primary metric (test accuracy for
+classification, R² for regression) as mean ± population std, the loss prediction
 module's ranking accuracy on test pairs (Yoo & Kweon, CVPR 2019, Sec. 4.1), wall time per cycle, and paired
 differences against random and entropy with a significance statement (:mod:`learnloss.reports.paired`). A
 ``notes.md`` in the folder — findings written by a person — is included verbatim under "Findings".
@@ -17,11 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from learnloss.reports.compare import group_runs
-from learnloss.metrics import aubc, mean_std
+from learnloss.metrics import mean_std
+from learnloss.reports.compare import curve_aubc, group_runs
 from learnloss.reports.paired import paired_difference
 from learnloss.reports.plots import plot_comparison
-from learnloss.reports.results import write_text_atomic
+from learnloss.reports.results import (
+    DEFAULT_PRIMARY_METRIC,
+    common_primary_metric,
+    metric_label,
+    write_text_atomic,
+)
 
 __all__ = ["BASELINES", "REPORT_FILENAME", "ArmSummary", "summarise_arm", "write_report"]
 
@@ -42,7 +48,8 @@ _SHOWN_SETTINGS = (
 class ArmSummary:
     """One strategy over its seeds. Times are seconds per cycle, averaged over cycles and seeds; the query time
     is over cycles that made a query (all but the last). ``lpm_ranking`` is the mean over seeds of each run's
-    mean ranking accuracy over cycles (None without an LPM)."""
+    mean ranking accuracy over cycles (None without an LPM). ``final_accuracy`` holds the last cycle's value of
+    ``metric``, the runs' primary metric (``test_accuracy``, ``test_r2``, ...); the name stays for callers."""
 
     label: str
     strategy: str
@@ -53,6 +60,7 @@ class ArmSummary:
     train_seconds: float
     query_seconds: float
     initial_sets: dict[int, tuple[int, ...] | None]
+    metric: str = DEFAULT_PRIMARY_METRIC
 
     @property
     def seeds(self) -> list[int]:
@@ -60,12 +68,23 @@ class ArmSummary:
 
 
 def summarise_arm(label: str, runs: Sequence[Mapping[str, Any]]) -> ArmSummary:
-    """Reduce the runs (one per seed) of one strategy to an :class:`ArmSummary`."""
-    aubcs, finals, ranking, train, query, initial = {}, {}, [], [], [], {}
+    """Reduce the runs (one per seed) of one strategy to an :class:`ArmSummary`.
+
+    Raises:
+        UsageError: the runs have different primary metrics.
+        ResultsFormatError: a run has no cycles or a cycle lacks the primary metric.
+    """
+    metric = common_primary_metric(runs)
+    aubcs: dict[int, float] = {}
+    finals: dict[int, float] = {}
+    initial: dict[int, tuple[int, ...] | None] = {}
+    ranking: list[float] = []
+    train: list[float] = []
+    query: list[float] = []
     for run in runs:
         seed, cycles = int(run["config"]["seed"]), run["cycles"]
-        aubcs[seed] = aubc([c["n_labeled"] for c in cycles], [c["test_accuracy"] for c in cycles])
-        finals[seed] = float(cycles[-1]["test_accuracy"])
+        aubcs[seed] = curve_aubc(run, metric)
+        finals[seed] = float(cycles[-1][metric])
         ranks = [c["lpm_ranking_accuracy"] for c in cycles if c.get("lpm_ranking_accuracy") is not None]
         if ranks:
             ranking.append(float(np.nanmean(ranks)))
@@ -75,8 +94,8 @@ def summarise_arm(label: str, runs: Sequence[Mapping[str, Any]]) -> ArmSummary:
         initial[seed] = tuple(sorted(stored)) if stored is not None else None
     rank_mean, rank_std = mean_std(ranking) if ranking else (None, None)
     return ArmSummary(
-        label, str(runs[0]["config"]["strategy"]), aubcs, finals, rank_mean, rank_std, float(np.mean(train)), float(np.mean(query)) if query else 0.0,
-        initial,
+        label, str(runs[0]["config"]["strategy"]), aubcs, finals, rank_mean, rank_std, float(np.mean(train)),
+        float(np.mean(query)) if query else 0.0, initial, metric,
     )
 
 
@@ -90,7 +109,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _summary_table(arms: Sequence[ArmSummary]) -> str:
+def _final_name(metric: str) -> str:
+    """``final accuracy`` for ``test_accuracy``, ``final r2`` for ``test_r2``."""
+    return "final " + metric_label(metric.removeprefix("test_"))
+
+
+def _summary_table(arms: Sequence[ArmSummary], metric: str) -> str:
     rows = []
     for arm in arms:
         rank = "–" if arm.lpm_ranking is None else _pm(arm.lpm_ranking, arm.lpm_ranking_std or 0.0)
@@ -99,7 +123,7 @@ def _summary_table(arms: Sequence[ArmSummary]) -> str:
             _pm(*mean_std(list(arm.final_accuracy.values()))), rank, f"{arm.train_seconds:.1f}",
             f"{arm.query_seconds:.2f}",
         ))
-    header = ("strategy", "seeds", "AUBC", "final accuracy", "LPM ranking acc.", "train s/cycle", "query s/cycle")
+    header = ("strategy", "seeds", "AUBC", _final_name(metric), "LPM ranking acc.", "train s/cycle", "query s/cycle")
     return _table(header, rows)
 
 
@@ -208,9 +232,10 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
                   key=lambda arm: -float(np.mean(list(arm.aubc.values()))))
     labels = [arm.label for arm in arms]
     all_runs = [run for runs in groups.values() for run in runs]
+    metric = common_primary_metric(all_runs)
     protocol = all_runs[0].get("bench", {}).get("protocol") or all_runs[0]["config"].get("protocol", "?")
 
-    plot_comparison(groups, out / "learning_curves.png")
+    plot_comparison(groups, out / "learning_curves.png", metric=metric)
     has_lpm = any(arm.lpm_ranking is not None for arm in arms)
     if has_lpm:
         plot_comparison(groups, out / "lpm_ranking.png", metric="lpm_ranking_accuracy")
@@ -222,9 +247,10 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
         sections.append("Reproduce with:\n\n```bash\n" + "\n".join(commands) + "\n```")
     sections += [
         "## Settings\n\n" + _settings_section(all_runs),
-        "## Results\n\nAUBC and final accuracy are mean ± population std over seeds; LPM ranking accuracy is the "
-        "fraction of test pairs the loss prediction module orders correctly, averaged over cycles. Best AUBC first.\n\n"
-        + _summary_table(arms) + "\n\n![learning curves](learning_curves.png)",
+        f"## Results\n\nAUBC (of the {metric_label(metric)} curve) and {_final_name(metric)} are mean ± population "
+        "std over seeds; LPM ranking accuracy is the fraction of test pairs the loss prediction module orders "
+        "correctly, averaged over cycles. Best AUBC first.\n\n"
+        + _summary_table(arms, metric) + "\n\n![learning curves](learning_curves.png)",
     ]
     if paired:
         sections.append(
@@ -232,8 +258,8 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
             "per-seed difference; the verdict is a two-sided paired t-test at p < 0.05 (with few seeds only large, "
             "consistent differences reach it).\n\n" + paired
         )
-    sections.append("## Learning curves\n\nMean test accuracy per label count.\n\n"
-                    + _curve_table(groups, "test_accuracy", labels))
+    sections.append(f"## Learning curves\n\nMean {metric_label(metric)} per label count.\n\n"
+                    + _curve_table(groups, metric, labels))
     if has_lpm:
         sections.append("## Loss prediction module\n\nMean ranking accuracy on test pairs per label count.\n\n"
                         + _curve_table(groups, "lpm_ranking_accuracy", labels) + "\n\n![LPM ranking](lpm_ranking.png)")

@@ -3,10 +3,11 @@
 A run writes ``DIR/results.json``::
 
     {
-      "config":      {...every resolved setting; at least "strategy", "dataset", "seed", "protocol"...},
-      "environment": {...see environment_info()...},
+      "config":         {...every resolved setting; at least "strategy", "dataset", "seed", "protocol"...},
+      "environment":    {...see environment_info()...},
+      "primary_metric": "test_accuracy",
       "cycles": [
-        {"cycle": int, "n_labeled": int, "test_accuracy": float,
+        {"cycle": int, "n_labeled": int, "test_accuracy": float | null,
          "lpm_ranking_accuracy": float | null, "lpm_spearman": float | null,
          "train_seconds": float, "query_seconds": float, "selected": [int, ...]},
         ...
@@ -14,20 +15,22 @@ A run writes ``DIR/results.json``::
       "aubc": float | null
     }
 
-``lpm_ranking_accuracy`` is the ranking accuracy of Yoo & Kweon, "Learning Loss for Active Learning",
-CVPR 2019 (see :func:`learnloss.metrics.ranking_accuracy`); ``aubc`` the area under the budget
+A cycle carries ``test_<metric>`` for every metric of the run's task (classification: ``test_accuracy``; a
+regression task: ``test_r2`` and ``test_rmse``). ``primary_metric`` names the cycle key of the learning curve
+(AUBC, final value, plots, comparisons); a file without it is read as ``"test_accuracy"`` (files written before
+tasks named their metrics). ``lpm_ranking_accuracy`` is the ranking accuracy of Yoo & Kweon, "Learning Loss for
+Active Learning", CVPR 2019 (see :func:`learnloss.metrics.ranking_accuracy`); ``aubc`` the area under the budget
 curve of Zhan et al. 2021 (see :func:`learnloss.metrics.aubc`); both are ``null`` when undefined.
-Non-finite floats are always written as ``null`` so the file stays valid JSON.
+Non-finite floats are always written as ``null`` so the file stays valid JSON (:mod:`learnloss.jsonio`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,15 +39,20 @@ import numpy as np
 
 from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
+from learnloss.jsonio import write_json
 
 __all__ = [
     "CYCLE_FIELDS",
+    "DEFAULT_PRIMARY_METRIC",
     "REQUIRED_CONFIG_FIELDS",
     "RESULTS_FILENAME",
     "ResultsFormatError",
     "ResultsNotFoundError",
     "environment_info",
+    "common_primary_metric",
     "load_results",
+    "metric_label",
+    "primary_metric",
     "resolve_results_path",
     "validate_results",
     "write_json_atomic",
@@ -52,15 +60,18 @@ __all__ = [
 
 RESULTS_FILENAME = "results.json"
 REQUIRED_CONFIG_FIELDS: tuple[str, ...] = ("strategy", "dataset", "seed", "protocol")
+#: The learning-curve metric of a ``results.json`` without a ``primary_metric`` field.
+DEFAULT_PRIMARY_METRIC = "test_accuracy"
+_METRIC_PREFIX = "test_"
 
 _INT = "int"
 _NUM = "number"
 _NUM_OR_NULL = "number or null"
 _INT_LIST = "list of int"
+#: Fields every cycle has, besides the primary metric (see :func:`primary_metric`), which is a number or null.
 CYCLE_FIELDS: dict[str, str] = {
     "cycle": _INT,
     "n_labeled": _INT,
-    "test_accuracy": _NUM,
     "lpm_ranking_accuracy": _NUM_OR_NULL,
     "lpm_spearman": _NUM_OR_NULL,
     "train_seconds": _NUM,
@@ -80,52 +91,62 @@ class ResultsNotFoundError(UsageError, FileNotFoundError):
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _jsonable(obj: Any) -> Any:
-    """A copy of ``obj`` with NaN/inf as ``None`` and numpy / path / tuple values as plain JSON types.
-
-    Objects of other types are passed through unchanged, so :func:`json.dump` reports them.
-    """
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {(k if isinstance(k, str) else str(k)): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
-
-
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` so that readers see either the old file or the complete new one
-    (:func:`learnloss.atomic.atomic_write`); on any failure ``path`` is untouched.
+    """Write ``obj`` as indented JSON to ``path`` atomically: :func:`learnloss.jsonio.write_json`, the one JSON
+    writer of learnloss (NaN and infinite floats as ``null``; numpy, tuple, path and dataclass values converted).
 
-    NaN and infinite floats are written as ``null``; numpy scalars and arrays, tuples and paths are
-    converted to their JSON counterparts.
+    Kept under this name for existing callers.
 
     Raises:
         TypeError: ``obj`` contains a value JSON cannot represent (the message names ``path``).
         OSError: the directory does not exist or is not writable.
     """
-    payload = _jsonable(obj)
-    try:
-        text = json.dumps(payload, indent=2, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"cannot write {path} as JSON: {exc}") from exc
-    write_text_atomic(path, text + "\n")
+    write_json(path, obj)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`learnloss.atomic.atomic_write`)."""
     with atomic_write(path) as handle:
         handle.write(text)
+
+
+# --------------------------------------------------------------------------------------------- metric
+
+
+def primary_metric(results: Mapping[str, Any]) -> str:
+    """The cycle key of the learning curve of ``results`` (a loaded ``results.json``): its ``primary_metric``
+    field, or ``"test_accuracy"`` for files written before tasks named their metrics."""
+    value = results.get("primary_metric")
+    return DEFAULT_PRIMARY_METRIC if value is None else str(value)
+
+
+def common_primary_metric(runs: Iterable[Mapping[str, Any]]) -> str:
+    """The primary metric (:func:`primary_metric`) shared by every run of ``runs``.
+
+    Raises:
+        UsageError: the runs name different primary metrics (e.g. a classification and a regression run),
+            so their curves, AUBCs and final values are not comparable; every metric is listed with its runs.
+    """
+    by_metric: dict[str, list[str]] = {}
+    for run in runs:
+        where = run.get("_path") or run.get("config", {}).get("strategy", "?")
+        by_metric.setdefault(primary_metric(run), []).append(str(where))
+    if len(by_metric) > 1:
+        detail = "; ".join(f"{metric}: {', '.join(where)}" for metric, where in sorted(by_metric.items()))
+        raise UsageError(
+            f"the runs have different primary metrics, so their learning curves are not comparable ({detail}); "
+            "compare runs of one task at a time"
+        )
+    return next(iter(by_metric), DEFAULT_PRIMARY_METRIC)
+
+
+def metric_label(key: str, short: bool = False) -> str:
+    """How a cycle key reads in tables and plots: ``"test accuracy"`` (``short``: ``"test acc"``) for
+    ``test_accuracy``, ``"test r2"`` for ``test_r2``, ``"test rmse"`` for ``test_rmse``."""
+    words = key.split("_")
+    if short:
+        words = ["acc" if word == "accuracy" else word for word in words]
+    return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -176,7 +197,8 @@ def _describe(value: Any) -> str:
 def validate_results(results: Any, source: str | os.PathLike[str] = "<results>") -> dict[str, Any]:
     """Check that ``results`` follows the ``results.json`` schema and return it.
 
-    ``source`` names the file in error messages. ``cycles`` may be empty (a run that has not finished a
+    ``source`` names the file in error messages. Every cycle must carry the primary metric
+    (:func:`primary_metric`) as a number or null, besides the fields of :data:`CYCLE_FIELDS`. ``cycles`` may be empty (a run that has not finished a
     cycle yet); when not, cycle numbers and label counts must be strictly increasing.
 
     Raises:
@@ -206,15 +228,22 @@ def validate_results(results: Any, source: str | os.PathLike[str] = "<results>")
                 raise fail(f"config.{key}", f"must be an int, got {_describe(config[key])}")
         elif not isinstance(config[key], str) or not config[key]:
             raise fail(f"config.{key}", f"must be a non-empty string, got {_describe(config[key])}")
+    metric = results.get("primary_metric", DEFAULT_PRIMARY_METRIC)
+    if not isinstance(metric, str) or not metric.startswith(_METRIC_PREFIX) or metric == _METRIC_PREFIX:
+        raise fail(
+            "primary_metric",
+            f"must name a cycle key {_METRIC_PREFIX}<metric> such as 'test_accuracy', got {_describe(metric)}",
+        )
+    cycle_fields = {**CYCLE_FIELDS, metric: _NUM_OR_NULL}
     previous: dict[str, Any] | None = None
     for i, cycle in enumerate(results["cycles"]):
         if not isinstance(cycle, dict):
             raise fail(f"cycles[{i}]", f"must be a JSON object, got {_describe(cycle)}")
-        for key, kind in CYCLE_FIELDS.items():
+        for key, expected in cycle_fields.items():
             if key not in cycle:
                 raise fail(f"cycles[{i}].{key}", "is missing")
-            if not _check(cycle[key], kind):
-                raise fail(f"cycles[{i}].{key}", f"must be {kind}, got {_describe(cycle[key])}")
+            if not _check(cycle[key], expected):
+                raise fail(f"cycles[{i}].{key}", f"must be {expected}, got {_describe(cycle[key])}")
         if previous is not None:
             for key in ("cycle", "n_labeled"):
                 if cycle[key] <= previous[key]:

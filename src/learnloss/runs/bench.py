@@ -13,7 +13,6 @@ initial sets.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -21,15 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from learnloss.data.registry import canonical_name
 from learnloss.errors import UsageError
-from learnloss.runs.experiment import run_experiment
-from learnloss.models import model_builder
+from learnloss.jsonio import write_json
 from learnloss.project.store import DB_FILENAME
-from learnloss.runs.presets import LOCATION_SETTINGS, resolve_settings
 from learnloss.reports.plots import plot_learning_curve
-from learnloss.reports.results import RESULTS_FILENAME, load_results, write_json_atomic
-from learnloss.strategies import build_strategy
+from learnloss.reports.results import RESULTS_FILENAME, load_results
+from learnloss.runs.experiment import run_experiment
+from learnloss.runs.presets import resolve_spec
+from learnloss.runs.spec import RunSpec, spec_differences
 
 __all__ = ["Arm", "BenchRun", "plan_runs", "run_bench"]
 
@@ -68,19 +66,19 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class BenchRun:
-    """One cell of the grid: an arm at a seed, its folder, the settings it overrides and all it resolves to."""
+    """One cell of the grid: an arm at a seed, its folder, and the specification it runs."""
 
     arm: Arm
     seed: int
     folder: Path
-    overrides: dict[str, Any]
-    settings: dict[str, Any]
+    spec: RunSpec
 
 
 def plan_runs(
     protocol: str, arms: Sequence[Arm], seeds: Sequence[int], out: Path, overrides: Mapping[str, Any] | None = None
 ) -> list[BenchRun]:
-    """The grid in run order (seed-major, so a partial benchmark already holds complete pairs).
+    """The grid in run order (seed-major, so a partial benchmark already holds complete pairs). Every cell's
+    specification is resolved — and so every name and value checked — before the first run starts.
 
     Raises:
         UsageError: no arms or no seeds, a repeated arm or seed, or an unknown protocol, strategy, model or
@@ -94,36 +92,20 @@ def plan_runs(
         repeated = sorted({str(i) for i in items if items.count(i) > 1})
         if repeated:
             raise UsageError(f"the benchmark lists the same {what} twice: {', '.join(repeated)}")
-    for arm in arms:  # names are checked up front, so a typo in the last arm does not wait for the others to run
-        settings = resolve_settings(protocol, {**(overrides or {}), **arm.overrides})
-        build_strategy(arm.strategy)
-        model_builder(settings["model"])
-        canonical_name(settings["dataset"])
     plan = []
     for seed in seeds:
         for arm in arms:
             given = {**(overrides or {}), **arm.overrides, "strategy": arm.strategy, "seed": seed}
-            folder = out / arm.folder / f"seed-{seed}"
-            plan.append(BenchRun(arm, seed, folder, given, resolve_settings(protocol, given)))
+            plan.append(BenchRun(arm, seed, out / arm.folder / f"seed-{seed}", resolve_spec(protocol, given)))
     return plan
 
 
-def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in settings.items() if key not in LOCATION_SETTINGS}
-
-
 def _finished(run: BenchRun) -> bool:
-    """Whether ``run`` already has results made with its settings; a mismatch is an error, not a re-run."""
+    """Whether ``run`` already has results made with its specification; a mismatch is an error, not a re-run."""
     path = run.folder / RESULTS_FILENAME
     if not path.exists():
         return False
-    stored = _comparable(load_results(path).get("bench", {}).get("settings", {}))
-    expected = json.loads(json.dumps(_comparable(run.settings)))  # as stored: tuples become lists
-    differ = [
-        f"{key}: stored {stored.get(key)!r}, requested {expected.get(key)!r}"
-        for key in sorted(stored.keys() | expected.keys())
-        if stored.get(key) != expected.get(key)
-    ]
+    differ = spec_differences(load_results(path).get("bench", {}).get("settings", {}), run.spec)
     if differ:
         raise UsageError(
             f"{path} was made with other settings ({'; '.join(differ)}); benchmark into another --out, or delete "
@@ -157,12 +139,13 @@ def run_bench(
     for number, run in enumerate(todo, 1):
         say(f"[{number}/{len(todo)}] {run.arm.label}, seed {run.seed}")
         resume = (run.folder / DB_FILENAME).exists()  # a run killed mid-way continues after its last step
-        results = run_experiment(protocol, run.overrides, progress=progress, out=run.folder, resume=resume)
+        results = run_experiment(run.spec, progress=progress, out=run.folder, resume=resume)
         results["config"]["arm"] = run.arm.label
-        results["bench"] = {"protocol": protocol, "settings": run.settings}
+        results["bench"] = {"protocol": protocol, "settings": run.spec.to_dict()}
         run.folder.mkdir(parents=True, exist_ok=True)
         plot_learning_curve(results, run.folder / "learning_curve.png")
-        write_json_atomic(run.folder / RESULTS_FILENAME, results)  # last: its presence marks the run done
-        say(f"    AUBC {results['aubc']:.4f}, final accuracy {results['cycles'][-1]['test_accuracy']:.4f}, "
+        write_json(run.folder / RESULTS_FILENAME, results)  # last: its presence marks the run done
+        primary = results["primary_metric"]
+        say(f"    AUBC {results['aubc']:.4f}, final {primary.replace('_', ' ')} {results['cycles'][-1][primary]:.4f}, "
             f"{results['wall_seconds']:.1f} s")
     return plan

@@ -1,35 +1,26 @@
-"""Query strategies: the learning-loss strategy and the classic baselines."""
+"""Query strategies: the learning-loss strategy, the classic baselines and wrappers around them.
+
+A strategy is named by a specification text ``NAME[(INNER)][:KEY=VALUE]*`` (:mod:`learnloss.strategies.spec`),
+e.g. ``learning-loss``, ``core-set:chunk=2048`` or ``stochastic(margin):beta=2``.
+"""
 
 from __future__ import annotations
 
-from learnloss.errors import UnknownNameError
 from learnloss.strategies.baal_peer import BaalBALD, BaalEntropy, BaalStrategy
-from learnloss.strategies.base import QueryContext, ScoreStrategy, Strategy, top_k
+from learnloss.strategies.base import QueryContext, ScoreStrategy, Strategy, WrapperStrategy, top_k
 from learnloss.strategies.coreset import CoreSet, k_center_greedy
 from learnloss.strategies.loss_ranking import LearningLossStrategy, TrueLoss
 from learnloss.strategies.random import RandomSampling
+from learnloss.strategies.registry import STRATEGIES, available_strategies
+from learnloss.strategies.spec import (
+    StrategySpec,
+    build_strategy,
+    parse_strategy,
+    split_strategy_settings,
+    strategy_parameters,
+)
+from learnloss.strategies.stochastic import StochasticBatchAcquisition, gumbel_top_k
 from learnloss.strategies.uncertainty import Entropy, LeastConfidence, Margin, UncertaintyStrategy
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls
-    for cls in (
-        RandomSampling, Entropy, LeastConfidence, Margin, CoreSet, LearningLossStrategy, TrueLoss, BaalBALD, BaalEntropy,
-    )
-}
-
-
-def available_strategies() -> list[str]:
-    """Names accepted by :func:`build_strategy`."""
-    return sorted(STRATEGIES)
-
-
-def build_strategy(name: str) -> Strategy:
-    """Create a strategy by name (e.g. ``learning-loss``, ``entropy``, ``core-set``)."""
-    try:
-        return STRATEGIES[name.lower()]()
-    except KeyError:
-        raise UnknownNameError("strategy", name, available_strategies()) from None
-
 
 __all__ = [
     "STRATEGIES",
@@ -44,11 +35,18 @@ __all__ = [
     "QueryContext",
     "RandomSampling",
     "ScoreStrategy",
+    "StochasticBatchAcquisition",
     "Strategy",
+    "StrategySpec",
     "TrueLoss",
     "UncertaintyStrategy",
+    "WrapperStrategy",
     "available_strategies",
     "build_strategy",
+    "gumbel_top_k",
     "k_center_greedy",
+    "parse_strategy",
+    "split_strategy_settings",
+    "strategy_parameters",
     "top_k",
 ]

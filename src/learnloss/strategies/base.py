@@ -10,13 +10,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.errors import LearnLossError, UsageError
+
+if TYPE_CHECKING:
+    from learnloss.strategies.spec import StrategySpec
 
 
 @dataclass
@@ -38,11 +41,18 @@ class Strategy(ABC):
     """Base of every query strategy.
 
     Subclasses set :attr:`name` and :attr:`needs` and implement :meth:`collect` (what to keep of each scored
-    batch) and :meth:`select`.
+    batch) and :meth:`select`. The keyword arguments of a subclass's ``__init__`` (annotated ``int``, ``float``,
+    ``str``, ``bool`` or a ``Literal`` of strings, each stored on an attribute of the same name) are its
+    parameters in a strategy specification such as ``core-set:chunk=2048`` (:mod:`learnloss.strategies.spec`).
+
+    Attributes:
+        name: the registered name (``core-set``), also for a strategy built with parameters.
+        needs: what the loop must provide. A class attribute for plain strategies; a wrapper reads it from its
+            inner strategy, so always read it from an instance (``strategy.needs``).
     """
 
     name: ClassVar[str]
-    needs: ClassVar[frozenset[Need]] = frozenset()
+    needs: frozenset[Need] = frozenset()
 
     def check(self, view: ModelView) -> None:
         """Raise a :class:`UsageError` when the strategy cannot work with this model (called before training)."""
@@ -73,8 +83,18 @@ class Strategy(ABC):
             raise RuntimeError(f"strategy {self.name} returned {len(selected)} indices for k={k}")  # a bug, not bad input
         return selected
 
+    @property
+    def spec(self) -> StrategySpec:
+        """The canonical specification of this strategy (``str(strategy.spec)`` is its text, e.g.
+        ``stochastic(entropy):beta=2.0``): the one it was built from by :func:`build_strategy`, else the one
+        its parameters describe (those that differ from their defaults)."""
+        from learnloss.strategies.spec import describe
+
+        built = self.__dict__.get("_spec")
+        return built if built is not None else describe(self)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"<{type(self).__name__} {str(self.spec)!r}>"
 
 
 class ScoreStrategy(Strategy):
@@ -95,13 +115,46 @@ class ScoreStrategy(Strategy):
         self, candidates: np.ndarray, values: dict[str, np.ndarray], k: int, context: QueryContext
     ) -> np.ndarray:
         scores = values["score"]
-        bad = ~np.isfinite(scores)
-        if bad.any():
-            raise LearnLossError(
-                f"strategy {self.name} got {int(bad.sum())} non-finite scores (e.g. for pool index "
-                f"{int(candidates[bad][0])}); the model has diverged — lower the learning rate"
-            )
+        check_finite(self.name, candidates, scores)
         return candidates[top_k(scores, k)]
+
+
+class WrapperStrategy(Strategy):
+    """A strategy that wraps another one (``NAME(INNER)`` in a specification) and changes only the selection.
+
+    It delegates :attr:`needs`, :meth:`check`, :meth:`scoring` and :meth:`collect` to :attr:`inner`, so the loop
+    provides what the inner strategy needs in its one scoring pass; a subclass implements :meth:`select` on the
+    values the inner strategy kept.
+
+    Args:
+        inner: the wrapped strategy.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    @property  # type: ignore[override]  # a class attribute on plain strategies
+    def needs(self) -> frozenset[Need]:
+        return self.inner.needs
+
+    def check(self, view: ModelView) -> None:
+        self.inner.check(view)
+
+    def scoring(self, view: ModelView, context: QueryContext) -> AbstractContextManager[object]:
+        return self.inner.scoring(view, context)
+
+    def collect(self, batch: BatchOutputs) -> dict[str, torch.Tensor]:
+        return self.inner.collect(batch)
+
+
+def check_finite(strategy: str, candidates: np.ndarray, scores: np.ndarray) -> None:
+    """Refuse non-finite scores: they mean the model has diverged, and no ranking of them is meaningful."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise LearnLossError(
+            f"strategy {strategy} got {int(bad.sum())} non-finite scores (e.g. for pool index "
+            f"{int(candidates[bad][0])}); the model has diverged — lower the learning rate"
+        )
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from learnloss.errors import UnknownNameError
 from learnloss.tasks.base import Metric, Task
 from learnloss.tasks.classification import Accuracy, ClassificationTask
+from learnloss.tasks.regression import R2, RMSE, RegressionTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask,)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, RegressionTask)}
 
 
 def available_tasks() -> list[str]:
@@ -22,4 +23,15 @@ def build_task(name: str) -> Task:
         raise UnknownNameError("task", name, available_tasks()) from None
 
 
-__all__ = ["TASKS", "Accuracy", "ClassificationTask", "Metric", "Task", "available_tasks", "build_task"]
+__all__ = [
+    "R2",
+    "RMSE",
+    "TASKS",
+    "Accuracy",
+    "ClassificationTask",
+    "Metric",
+    "RegressionTask",
+    "Task",
+    "available_tasks",
+    "build_task",
+]

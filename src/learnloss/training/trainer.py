@@ -109,6 +109,8 @@ class Trainer:
         optimizer = self.make_optimizer(view)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
         ll = view.learning_loss
+        precision, device = view.precision, view.device
+        scaler = precision.grad_scaler(device)
         for module in view.modules():
             module.train()
         logs = []
@@ -118,17 +120,25 @@ class Trainer:
             task_sum = lpm_sum = None
             steps = 0
             for _, inputs, targets in batches:
-                output = view.model(inputs)
-                losses = view.task.per_sample_loss(output, targets)
-                task_loss = losses.mean()
-                total = task_loss
-                if ll is not None:
-                    lpm_loss = self.lpm_loss(ll.predicted_loss(detach_features=detach), losses.detach(), config.margin)
-                    total = task_loss + config.lpm_weight * lpm_loss
-                    lpm_sum = lpm_loss.detach() if lpm_sum is None else lpm_sum + lpm_loss.detach()
+                with precision.autocast(device):
+                    output = view.model(precision.inputs(inputs))
+                    losses = view.task.per_sample_loss(output, targets)
+                    task_loss = losses.mean()
+                    total = task_loss
+                    if ll is not None:
+                        # ranked in float32 whatever the autocast dtype: close losses must keep their order
+                        predicted = ll.predicted_loss(detach_features=detach).float()
+                        lpm_loss = self.lpm_loss(predicted, losses.detach().float(), config.margin)
+                        total = task_loss + config.lpm_weight * lpm_loss
+                        lpm_sum = lpm_loss.detach() if lpm_sum is None else lpm_sum + lpm_loss.detach()
                 optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
+                if scaler is None:
+                    total.backward()
+                    optimizer.step()
+                else:  # fp16: scale the loss so small gradients do not underflow
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 task_sum = task_loss.detach() if task_sum is None else task_sum + task_loss.detach()
                 steps += 1
             view.clear()

@@ -1,0 +1,76 @@
+"""The one builder: a :class:`~learnloss.active.loop.ActiveLearningLoop` from a :class:`~learnloss.runs.spec.RunSpec`.
+
+``learnloss run``, ``bench``, ``query`` and the Python API all build their loop here, so a setting means the same
+thing wherever it is given. Names are checked before the data is loaded; the model is initialised from the seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from learnloss.active.loop import ActiveLearningLoop, LoopConfig
+from learnloss.active.oracle import Oracle
+from learnloss.data import load_dataset
+from learnloss.data.dataset import Dataset
+from learnloss.device import resolve_device
+from learnloss.inference.precision import Precision
+from learnloss.models import default_taps, embedding_layer, model_builder
+from learnloss.runs.spec import RunSpec
+from learnloss.strategies import build_strategy
+from learnloss.tasks import build_task
+from learnloss.training.stages import Stage
+from learnloss.training.trainer import TrainConfig
+
+__all__ = ["build_loop", "train_config"]
+
+
+def train_config(spec: RunSpec) -> TrainConfig:
+    """The default training stage's settings of ``spec``."""
+    return TrainConfig(
+        epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
+        weight_decay=spec.weight_decay, milestones=spec.milestones, gamma=spec.gamma, lpm_weight=spec.lpm_weight,
+        margin=spec.margin, lpm_loss=spec.lpm_loss, stop_grad_epoch=spec.stop_grad_epoch, augment=spec.augment,
+    )
+
+
+def build_loop(
+    spec: RunSpec,
+    dataset: Dataset | None = None,
+    *,
+    oracle: Oracle | None = None,
+    initial: int | None = None,
+    query: int | None = None,
+    cycles: int | None = None,
+    stages: Sequence[Stage] | None = None,
+    progress: bool = False,
+) -> ActiveLearningLoop:
+    """The loop ``spec`` describes, over ``dataset`` (loaded from ``spec.dataset`` when None).
+
+    ``initial``, ``query`` and ``cycles`` replace the specification's for a loop driven step by step (a labeling
+    query: as many initial labels as the store holds, ``K`` of this query). The model is built after
+    ``torch.manual_seed(spec.seed)``, so the same seed gives the same initial weights.
+
+    Raises:
+        UsageError: a setting that does not fit the data (layers, budget) or the device.
+    """
+    device = resolve_device(spec.device)
+    strategy = build_strategy(spec.strategy)
+    make_model = model_builder(spec.model)  # an unknown name fails before the data is loaded
+    if dataset is None:
+        dataset = load_dataset(spec.dataset, spec.data_dir, download=spec.download)
+    task = build_task(spec.task or dataset.task)
+    torch.manual_seed(spec.seed)
+    model = make_model(dataset.in_channels, dataset.num_outputs, dropout=spec.dropout)
+    loop_config = LoopConfig(
+        initial=spec.initial if initial is None else initial,
+        query=spec.query if query is None else query,
+        cycles=spec.cycles if cycles is None else cycles,
+        subset=spec.subset, seed=spec.seed, reset=spec.reset, layers=list(spec.layers or default_taps(model)),
+        embedding_layer=spec.embedding_layer or embedding_layer(model), lpm_width=spec.lpm_width,
+    )
+    return ActiveLearningLoop(
+        model, dataset, strategy, loop_config, train_config(spec), task=task, oracle=oracle, device=device,
+        progress=progress, stages=stages, precision=Precision(spec.precision, spec.channels_last),
+    )
