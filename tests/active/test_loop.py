@@ -69,13 +69,14 @@ def test_reset_policy_is_honoured(reset):
     loop = _loop(reset=reset, cycles=2)
     initial = _weights(loop)
     seen = []
-    fit = loop.trainer.fit
+    [stage] = loop.stages
+    run = stage.run
 
-    def spy(view, batches):
+    def spy(view, data):
         seen.append(_weights(loop))
-        return fit(view, batches)
+        return run(view, data)
 
-    loop.trainer.fit = spy
+    stage.run = spy
     loop.run()
     assert all(torch.equal(a, b) for a, b in zip(seen[0], initial))
     at_second = [torch.equal(a, b) for a, b in zip(seen[1], initial)]
