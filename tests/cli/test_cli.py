@@ -127,8 +127,8 @@ def test_bench_runs_the_grid_and_writes_the_report(tmp_path, capsys):
     [
         ("learning-loss:lpm-loss=msx", "argument --lpm-loss: invalid choice: 'msx'"),
         ("random:colour=red", "unrecognized arguments: --colour red"),
-        ("random:epochs", "expected SETTING=VALUE after ':', got 'epochs'"),
-        (":epochs=2", "the strategy name is missing"),
+        ("random:epochs", "expected KEY=VALUE after ':', got 'epochs'"),
+        (":epochs=2", "strategy name is missing"),
         ("entrpy", "unknown strategy 'entrpy'"),
     ],
 )
