@@ -2,13 +2,15 @@
 
 Attach a loss prediction module to your model with :func:`attach`, train it jointly with
 :class:`Trainer`, and rank unlabeled samples with :class:`LearningLossStrategy` or any baseline, in an
-:class:`ActiveLearningLoop`.
+:class:`ActiveLearningLoop` — built by hand, or from a :class:`RunSpec` (:func:`resolve_spec`) with
+:func:`build_loop`. The layers of the package are written down in ARCHITECTURE.md.
 """
 
 from learnloss.active.loop import ActiveLearningLoop, CycleResult, LoopConfig
-from learnloss.active.oracle import GroundTruthOracle, Oracle
+from learnloss.active.oracle import GroundTruthOracle, HumanOracle, Oracle
 from learnloss.active.pool import Pool
 from learnloss.inference import BatchOutputs, ModelView, Need
+from learnloss.inference.precision import Precision
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.lpm import FeatureTaps, LearningLoss, LossPredictionModule, attach, margin_ranking_loss, mse_loss
@@ -19,17 +21,36 @@ from learnloss.strategies import (
     LeastConfidence,
     Margin,
     RandomSampling,
+    StochasticBatchAcquisition,
     Strategy,
+    StrategySpec,
     TrueLoss,
+    WrapperStrategy,
     build_strategy,
+    parse_strategy,
 )
-from learnloss.tasks import ClassificationTask, Task
-from learnloss.training import TrainConfig, Trainer
+from learnloss.tasks import ClassificationTask, RegressionTask, Task, build_task
+from learnloss.training import CycleData, JointTraining, Stage, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActiveLearningLoop",
+    "CycleData",
+    "HumanOracle",
+    "JointTraining",
+    "Precision",
+    "RegressionTask",
+    "RunSpec",
+    "Stage",
+    "StochasticBatchAcquisition",
+    "StrategySpec",
+    "WrapperStrategy",
+    "build_loop",
+    "build_task",
+    "parse_strategy",
+    "resolve_spec",
+    "run_experiment",
     "AugmentSpec",
     "BatchOutputs",
     "ClassificationTask",
@@ -66,7 +87,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports of the heavier registries
+_RUNS = {"RunSpec": "learnloss.runs.spec", "resolve_spec": "learnloss.runs.presets",
+         "build_loop": "learnloss.runs.builder", "run_experiment": "learnloss.runs.experiment"}
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports of the heavier registries and the run side
+    if name in _RUNS:
+        import importlib
+
+        return getattr(importlib.import_module(_RUNS[name]), name)
     if name == "build_model":
         from learnloss.models import build_model
 

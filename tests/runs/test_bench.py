@@ -32,8 +32,8 @@ def test_plan_is_seed_major_with_resolved_settings(tmp_path):
         ("random", 2), ("learning-loss__lpm_loss=mse", 2), ("random", 0), ("learning-loss__lpm_loss=mse", 0)
     ]
     assert plan[1].folder == tmp_path / "learning-loss__lpm_loss=mse" / "seed-2"
-    assert plan[1].settings["lpm_loss"] == "mse" and plan[0].settings["lpm_loss"] == "ranking"
-    assert plan[0].settings["epochs"] == 10 and plan[0].settings["milestones"] == [8]  # scaled with the epochs
+    assert plan[1].spec.lpm_loss == "mse" and plan[0].spec.lpm_loss == "ranking"
+    assert plan[0].spec.epochs == 10 and plan[0].spec.milestones == (8,)  # scaled with the epochs
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def test_an_existing_run_needs_resume_and_resume_needs_a_run(tmp_path, uninterru
     _run({**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
     with pytest.raises(UsageError, match="already holds a run; pass --resume"):
         _run({**TINY, "strategy": "random", "cycles": 2}, out=tmp_path / "done")
-    with pytest.raises(UsageError, match=r"other settings \(epochs, stop_grad_epoch\)"):
+    with pytest.raises(UsageError, match=r"other settings \(epochs: stored 2, requested 3; .*stop_grad_epoch"):
         _run({**TINY, "strategy": "random", "cycles": 2, "epochs": 3}, out=tmp_path / "done",
                        resume=True)
 

@@ -142,6 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="every label with its provenance, as CSV or JSON")
     export.add_argument("project", type=Path)
     export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.json")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate the latest checkpoint of a run or labeling project on a test split",
+        description="Load the latest trained cycle of a run folder (learnloss run --out) or a labeling project, "
+        "verify its checkpoint, and report the task's test metrics and the LPM's ranking accuracy: on the run's "
+        "dataset test split or the project's labeled test items, or on labeled images (--images, --manifest).",
+    )
+    evaluate.add_argument("folder", type=Path, metavar="RUN_OR_PROJECT")
+    labeled = evaluate.add_mutually_exclusive_group()
+    labeled.add_argument("--images", type=Path, metavar="DIR", help="labeled images instead: one folder per class, DIR/<class>/*")
+    labeled.add_argument("--manifest", type=Path, metavar="FILE.csv",
+                         help="labeled images instead: CSV with path,label (paths relative to its folder)")
+    evaluate.add_argument("--data-dir", metavar="PATH", help="simulated run: where its dataset's files are now")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+
+    predict = commands.add_parser(
+        "predict", help="predict every image of a folder with a run's or project's latest checkpoint",
+        description="Score every image under --images (recursively, sorted) with the latest trained cycle: "
+        "prediction, confidence and the LPM's predicted loss, one row per image, into FILE.csv or FILE.json.",
+    )
+    predict.add_argument("folder", type=Path, metavar="RUN_OR_PROJECT")
+    predict.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of images (read, never written)")
+    predict.add_argument("--out", type=Path, required=True, metavar="FILE", help="FILE.csv or FILE.json")
+    predict.add_argument("--data-dir", metavar="PATH", help="simulated run: where its dataset's files are now")
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     return parser
 
 
@@ -358,6 +384,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from learnloss.jsonio import dumps
+    from learnloss.labeling.workflow import project_dataset, project_spec
+    from learnloss.runs.evaluate import ProjectReader, evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.folder, images=args.images, manifest=args.manifest, data_dir=args.data_dir,
+                                 device=args.device, project=ProjectReader(project_spec, project_dataset))
+    if args.json:
+        print(dumps(result, indent=2))
+        return 0
+    print(f"{result['folder']} ({result['kind']}): cycle {result['cycle']}, {result['n_labeled']} labels, "
+          f"checkpoint {result['checkpoint']}, on {result['device']}")
+    size, source = result["test"]["size"], result["test"]["source"]
+    for name, value in result["metrics"].items():
+        print(f"test {name} {value:.4f} on {size} samples ({source})")
+    if result["lpm_ranking_accuracy"] is not None:
+        rho = result["lpm_spearman"]
+        print(f"LPM ranking accuracy {result['lpm_ranking_accuracy']:.4f}"
+              + ("" if rho is None else f", Spearman {rho:.4f}"))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from learnloss.labeling.workflow import project_dataset, project_spec
+    from learnloss.runs.evaluate import ProjectReader, predict_images
+
+    count = predict_images(args.folder, args.images, args.out, device=args.device, data_dir=args.data_dir,
+                           project=ProjectReader(project_spec, project_dataset))
+    print(f"wrote {count} predictions to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``learnloss`` command; returns the exit code."""
     parser = build_parser()
@@ -366,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
-                    "label": cmd_label, "status": cmd_status, "export": cmd_export}
+                    "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
+                    "predict": cmd_predict}
         return commands[args.command](args)
     except LearnLossError as error:
         print(f"learnloss: error: {error}", file=sys.stderr)

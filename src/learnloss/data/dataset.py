@@ -92,6 +92,7 @@ class Dataset:
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """Convert a batch of stored inputs to normalised float32 on the batch's device."""
+        assert self.mean is not None and self.std is not None  # set in __post_init__
         return normalize(x, self.mean, self.std)
 
 

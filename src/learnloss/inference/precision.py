@@ -64,7 +64,7 @@ class Precision:
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """The model in the memory format (in place; returned for chaining)."""
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
         return model
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,9 @@ def _read_manifest(manifest: Path, root: Path) -> list[_Entry]:
     if "path" not in header:
         raise UsageError(f"{manifest}: needs a 'path' column (and optionally 'label' and 'split'), found {header}")
     reader.fieldnames = header
-    entries, problems, seen = [], [], {}
+    entries: list[_Entry] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     for number, row in enumerate(reader, start=2):
         where = f"{manifest.name} row {number}"
         try:
@@ -127,10 +129,10 @@ def init_project(
         raise UsageError("give exactly one of --images DIR or --manifest FILE.csv")
     if project.exists() and (not project.is_dir() or any(project.iterdir())):
         raise UsageError(f"{project} already exists and is not an empty folder; choose a new project folder")
-    root = Path(images if images is not None else Path(manifest).parent).resolve()
+    root = (Path(images) if images is not None else Path(str(manifest)).parent).resolve()
     if not root.is_dir():
         raise UsageError(f"the data root {root} is not a folder")
-    entries = _scan_folder(root) if images is not None else _read_manifest(Path(manifest), root)
+    entries = _scan_folder(root) if images is not None else _read_manifest(Path(str(manifest)), root)
     found = sorted({e.label for e in entries if e.label is not None})
     names = list(classes) if classes else found
     if len(names) < 2:
@@ -211,7 +213,8 @@ def project_dataset(store: ProjectStore, spec: RunSpec) -> tuple[Dataset, list[i
     pool_x = images[pool]
     test_x = images[test] if test else pool_x[:0]
     test_y = torch.tensor([class_index[labels[rows[i][0]]] for i in test], dtype=torch.long)
-    pool_y = torch.tensor([class_index.get(labels.get(rows[i][0]), -1) for i in pool], dtype=torch.long)
+    pool_y = torch.tensor([class_index[labels[rows[i][0]]] if rows[i][0] in labels else -1 for i in pool],
+                          dtype=torch.long)
     height, width = pool_x.shape[2:]
     dataset = Dataset("project", pool_x, pool_y, test_x, test_y, classes, AugmentSpec.for_unknown_images(height, width))
     return dataset, [rows[i][0] for i in pool]
@@ -258,7 +261,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
 def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, new: bool,
             trained: bool = False) -> QueryOutcome:
     """Write the open items of ``cycle``'s query for labelers (CSV, JSON, Label Studio tasks)."""
-    items = [QueriedItem(item_id, source, rank, float("nan") if score is None else score, prediction, confidence)
+    items = [QueriedItem(item_id, source, rank, float("nan") if score is None else score, prediction or "", confidence)
              for item_id, source, rank, score, prediction, confidence in store.query_items(cycle)]
     files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy})
     return QueryOutcome(cycle, trained, new, items, files)

@@ -145,7 +145,7 @@ def _batch_first(module: nn.Module) -> bool | None:
         return value
     attention = getattr(module, "self_attn", None)
     if isinstance(attention, nn.Module) and isinstance(getattr(attention, "batch_first", None), bool):
-        return attention.batch_first
+        return bool(getattr(attention, "batch_first"))
     layers = getattr(module, "layers", None)
     if isinstance(layers, nn.ModuleList) and len(layers) > 0:
         return _batch_first(layers[0])
@@ -297,6 +297,7 @@ class FeatureTaps:
                 f"layer {name!r} ({kind}) output has shape {shape}, which cannot be pooled to (B, C); the loss "
                 "prediction module needs (B, C), (B, T, C) or (B, C, H, W) outputs — tap another layer"
             )
+        layout: Layout | None
         if stated is not None:
             layout, source = stated, "stated"
         elif feature.dim() != 3:

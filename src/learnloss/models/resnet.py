@@ -118,7 +118,7 @@ class ResNet(nn.Module):
         _check_positive("in_channels", in_channels)
         _check_positive("num_classes", num_classes)
         _check_positive("width", width)
-        layers = tuple(layers)
+        layers = list(layers)
         if len(layers) != 4:
             raise UsageError(f"layers must give the block count of 4 stages, got {layers!r}")
         for count in layers:

@@ -191,7 +191,7 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow]]:
             problems.append(f"{where}: expected an object, got {type(entry).__name__}")
             continue
         if studio:
-            data = entry.get("data") if isinstance(entry.get("data"), dict) else {}
+            data: dict[str, Any] = entry["data"] if isinstance(entry.get("data"), dict) else {}
             label = _label_studio_choice(entry, where, problems)
             if label is not None:
                 row = _row(where, data.get("learnloss_id"), data.get("path"), label, problems)

@@ -388,6 +388,7 @@ class ProjectStore:
             "INSERT INTO imports(file_name, sha256, format, rows, created_at) VALUES (?, ?, ?, ?, ?)",
             (file_name, sha256, fmt, rows, now()),
         )
+        assert cursor.lastrowid is not None  # an INSERT always sets it
         return int(cursor.lastrowid)
 
     # ------------------------------------------------------------------------------------ cycles, queries

@@ -88,8 +88,9 @@ def plan_runs(
         raise UsageError("a benchmark needs at least one strategy")
     if not seeds:
         raise UsageError("a benchmark needs at least one seed")
-    for what, items in (("arm", [arm.folder for arm in arms]), ("seed", list(seeds))):
-        repeated = sorted({str(i) for i in items if items.count(i) > 1})
+    named: tuple[tuple[str, list[str]], ...] = (("arm", [arm.folder for arm in arms]), ("seed", [str(s) for s in seeds]))
+    for what, items in named:
+        repeated = sorted({i for i in items if items.count(i) > 1})
         if repeated:
             raise UsageError(f"the benchmark lists the same {what} twice: {', '.join(repeated)}")
     plan = []

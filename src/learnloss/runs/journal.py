@@ -177,8 +177,8 @@ class SimulationJournal(_Journal):
         if not labeled:
             return None
         index = {name: i for i, name in enumerate(self.classes)}
-        for cycle in sorted({row[3] for row in labeled}):
-            rows = [row for row in labeled if row[3] == cycle]
+        for cycle in sorted({row[3] or 0 for row in labeled}):
+            rows = [row for row in labeled if (row[3] or 0) == cycle]
             values = [index[row[2]] if self.classes else row[2] for row in rows]
             loop.pool.add_labels([int(row[1]) for row in rows], torch.as_tensor(values), cycle)
         cycles = store.cycles()

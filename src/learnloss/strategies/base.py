@@ -133,8 +133,8 @@ class WrapperStrategy(Strategy):
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
 
-    @property  # type: ignore[override]  # a class attribute on plain strategies
-    def needs(self) -> frozenset[Need]:
+    @property  # a class attribute on plain strategies, read from the inner strategy here
+    def needs(self) -> frozenset[Need]:  # type: ignore[override]
         return self.inner.needs
 
     def check(self, view: ModelView) -> None:

@@ -91,4 +91,6 @@ class JointTraining:
         self.trainer = Trainer(config, progress=progress)
 
     def run(self, view: ModelView, data: CycleData) -> list[EpochLog]:
+        """Train ``view`` jointly on the labeled batches of ``data`` (shuffled and augmented from the loop's
+        generator) for the configured epochs."""
         return self.trainer.fit(view, data.labeled_batches(self.config.batch_size, self.config.augment), self.on_epoch)

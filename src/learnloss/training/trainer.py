@@ -147,7 +147,7 @@ class Trainer:
             log = EpochLog(
                 epoch=epoch,
                 lr=optimizer.param_groups[0]["lr"],
-                task_loss=float(task_sum) / steps,
+                task_loss=float(task_sum) / steps if task_sum is not None else math.nan,
                 lpm_loss=None if lpm_sum is None else float(lpm_sum) / steps,
                 features_detached=detach,
             )
