@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("folder", type=Path, metavar="RUN_OR_PROJECT")
     labeled = evaluate.add_mutually_exclusive_group()
-    labeled.add_argument("--images", type=Path, metavar="DIR", help="labeled images instead: one folder per class, DIR/<class>/*")
+    labeled.add_argument("--images", type=Path, metavar="DIR",
+                         help="labeled images instead: one folder per class, DIR/<class>/*")
     labeled.add_argument("--manifest", type=Path, metavar="FILE.csv",
                          help="labeled images instead: CSV with path,label (paths relative to its folder)")
     evaluate.add_argument("--data-dir", metavar="PATH", help="simulated run: where its dataset's files are now")
@@ -164,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "prediction, confidence and the LPM's predicted loss, one row per image, into FILE.csv or FILE.json.",
     )
     predict.add_argument("folder", type=Path, metavar="RUN_OR_PROJECT")
-    predict.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of images (read, never written)")
+    predict.add_argument("--images", type=Path, required=True, metavar="DIR",
+                         help="folder of images (read, never written)")
     predict.add_argument("--out", type=Path, required=True, metavar="FILE", help="FILE.csv or FILE.json")
     predict.add_argument("--data-dir", metavar="PATH", help="simulated run: where its dataset's files are now")
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
