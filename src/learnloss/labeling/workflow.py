@@ -10,8 +10,6 @@ labels.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import tempfile
@@ -25,7 +23,9 @@ from learnloss.active.oracle import HumanOracle
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.images import list_images, probe_images, read_images
 from learnloss.errors import UsageError
-from learnloss.project.exports import QueriedItem, unescape_cell, write_csv, write_json, write_query_batch
+from learnloss.project.exports import (
+    QueriedItem, read_manifest, unescape_cell, write_csv, write_json, write_query_batch,
+)
 from learnloss.project.importer import import_labels
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
@@ -65,17 +65,9 @@ def _scan_folder(root: Path) -> list[_Entry]:
 
 
 def _read_manifest(manifest: Path, root: Path) -> list[_Entry]:
-    try:
-        text = manifest.read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise UsageError(f"cannot read the manifest {manifest}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{manifest}: not UTF-8 text; save it as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [name.strip().lower() for name in reader.fieldnames or []]
+    reader, header = read_manifest(manifest)
     if "path" not in header:
         raise UsageError(f"{manifest}: needs a 'path' column (and optionally 'label' and 'split'), found {header}")
-    reader.fieldnames = header
     entries: list[_Entry] = []
     problems: list[str] = []
     seen: dict[str, int] = {}

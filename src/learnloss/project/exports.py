@@ -21,11 +21,13 @@ import numpy as np
 
 from learnloss import jsonio
 from learnloss.atomic import atomic_write
+from learnloss.errors import UsageError
 
 __all__ = [
     "QueriedItem",
     "escape_cell",
     "label_studio_config",
+    "read_manifest",
     "unescape_cell",
     "write_csv",
     "write_json",
@@ -56,6 +58,25 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
         return ""
     return escape_cell(value)
+
+
+def read_manifest(manifest: Path) -> tuple[csv.DictReader, list[str]]:
+    """A CSV manifest or label file people wrote (UTF-8, with or without a BOM) as a reader over its rows, and its
+    header names stripped and lower-cased (set as the reader's field names).
+
+    Raises:
+        UsageError: the file cannot be read or is not UTF-8 text.
+    """
+    try:
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise UsageError(f"cannot read the manifest {manifest}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{manifest}: not UTF-8 text; save it as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in reader.fieldnames or []]
+    reader.fieldnames = header
+    return reader, header
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

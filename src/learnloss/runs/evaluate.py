@@ -17,9 +17,7 @@ caller passes them as a :class:`ProjectReader`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -38,7 +36,7 @@ from learnloss.errors import UsageError
 from learnloss.inference import BatchOutputs, stream
 from learnloss.jsonio import write_json
 from learnloss.project.checkpoint import CheckpointError, load_checkpoint
-from learnloss.project.exports import unescape_cell, write_csv
+from learnloss.project.exports import read_manifest, unescape_cell, write_csv
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
 from learnloss.project.store import DB_FILENAME, ProjectStore
 from learnloss.runs.builder import build_loop
@@ -255,17 +253,9 @@ def _class_folders(root: Path) -> list[tuple[Path, str]]:
 
 def _manifest(manifest: Path) -> list[tuple[Path, str]]:
     """``(image, class)`` of a CSV manifest with ``path,label`` columns (paths relative to its folder)."""
-    try:
-        text = manifest.read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise UsageError(f"cannot read the manifest {manifest}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{manifest}: not UTF-8 text; save it as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [name.strip().lower() for name in reader.fieldnames or []]
+    reader, header = read_manifest(manifest)
     if "path" not in header or "label" not in header:
         raise UsageError(f"{manifest}: needs 'path' and 'label' columns, found {header}")
-    reader.fieldnames = header
     root = manifest.parent.resolve()
     entries, problems = [], []
     for number, row in enumerate(reader, start=2):
