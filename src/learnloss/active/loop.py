@@ -348,8 +348,9 @@ class ActiveLearningLoop:
             for module, state in zip(self.view.modules(), self._initial_state):
                 module.load_state_dict(state)
         start = time.perf_counter()
+        data = self.cycle_data()  # the pool does not change while a cycle trains
         for stage in self.stages:
-            stage.run(self.view, self.cycle_data())
+            stage.run(self.view, data)
         train_seconds = time.perf_counter() - start
         metrics, rank_accuracy, rho = self.evaluate()
         return CycleResult(

@@ -56,7 +56,7 @@ class Pool:
                    cycle: int) -> None:
         """Record ``targets`` for ``indices``, labeled in ``cycle``; refuses anything inconsistent, atomically."""
         indices = np.asarray(indices, dtype=np.int64)
-        values = self.task.check_targets(torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets))
+        values = self.task.check_targets(torch.as_tensor(targets))
         if indices.ndim != 1 or values.shape[0] != indices.shape[0]:
             raise UsageError(f"got {indices.shape} indices but {tuple(values.shape)} targets")
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):

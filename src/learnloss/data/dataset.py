@@ -77,9 +77,9 @@ class Dataset:
     @property
     def num_outputs(self) -> int:
         """Width of the model's output: the number of classes, or of regression target components."""
-        if self.task == "classification" or self.y_train.dim() < 2:
-            return max(1, len(self.classes)) if self.task == "classification" else 1
-        return int(self.y_train.shape[1])
+        if self.task == "classification":
+            return len(self.classes)
+        return int(self.y_train.shape[1]) if self.y_train.dim() > 1 else 1
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -52,7 +52,10 @@ def diabetes_target_stats() -> tuple[float, float]:
     """The training split's target mean and (population) standard deviation, in the original units of disease
     progression, that :func:`load_diabetes` standardised the targets with."""
     _, target = _raw()
-    train, _ = diabetes_split(len(target))
+    return _target_stats(target, diabetes_split(len(target))[0])
+
+
+def _target_stats(target: np.ndarray, train: np.ndarray) -> tuple[float, float]:
     return float(target[train].mean()), float(target[train].std())
 
 
@@ -61,7 +64,7 @@ def load_diabetes() -> Dataset:
     training and 100 test patients by a fixed seeded split; task ``regression``, no augmentation."""
     features, target = _raw()
     train, test = diabetes_split(len(target))
-    mean, std = float(target[train].mean()), float(target[train].std())
+    mean, std = _target_stats(target, train)
     y = ((target - mean) / std).astype(np.float32)[:, None]
     x = features.astype(np.float32)
     return Dataset(

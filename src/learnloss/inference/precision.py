@@ -11,7 +11,6 @@ recent CPUs prefer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,15 +50,12 @@ class Precision:
         if self.dtype == "fp16" and device.type == "cpu":
             raise UsageError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
 
-    @contextlib.contextmanager
-    def autocast(self, device: torch.device) -> Iterator[None]:
-        """The context every forward pass of the model runs in."""
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
+        """The context every forward pass of the model runs in (nothing for fp32)."""
         dtype = self.autocast_dtype
         if dtype is None:
-            yield
-            return
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            yield
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """The model in the memory format (in place; returned for chaining)."""

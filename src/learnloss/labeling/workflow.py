@@ -185,9 +185,11 @@ def project_spec(store: ProjectStore, strategy: str | None = None) -> RunSpec:
     return resolve_spec("labeling", {key: value for key, value in stored.items() if key in known and key != "protocol"})
 
 
-def project_dataset(store: ProjectStore, spec: RunSpec) -> tuple[Dataset, list[int]]:
+def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] | None = None
+                    ) -> tuple[Dataset, list[int]]:
     """The project's images as a dataset — the pool items with their current labels (``-1``: unlabeled) and the
-    labeled test items — and the store's item id of each pool index."""
+    labeled test items — and the store's item id of each pool index. ``labels`` are the store's current labels
+    when the caller has read them already."""
     root = Path(store.meta("data_root"))
     rows = store.items_with_split()
     paths = [resolve_inside(root, source, f"item {item_id}") for item_id, source, _ in rows]
@@ -198,7 +200,7 @@ def project_dataset(store: ProjectStore, spec: RunSpec) -> tuple[Dataset, list[i
     size = spec.image_size or 32
     images = torch.from_numpy(read_images(paths, mode, (size, size), resize=True))
     classes = store.classes()
-    labels = store.current_labels()
+    labels = store.current_labels() if labels is None else labels
     class_index = {name: c for c, name in enumerate(classes)}
     pool = [i for i, row in enumerate(rows) if row[2] == "pool"]
     test = [i for i, row in enumerate(rows) if row[2] == "test" and row[0] in labels]
@@ -233,18 +235,18 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     with ProjectStore(project) as store, store.exclusive("query"):
         spec = project_spec(store, strategy).replace(device=device)
         classes = store.classes()
+        labels = store.current_labels()
         last = store.last_cycle()
-        if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(
-                store.current_labels()):
+        if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(labels):
             return _export(store, last["cycle"], classes, last["config"].get("strategy", spec.strategy), new=False)
-        dataset, pool_ids = project_dataset(store, spec)
+        dataset, pool_ids = project_dataset(store, spec, labels)
         labeled = int((dataset.y_train >= 0).sum())
         if labeled == 0:
             raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
         if len(pool_ids) - labeled < k:
             raise UsageError(f"only {len(pool_ids) - labeled} pool items are unlabeled; lower --k")
         loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2, progress=progress)
-        journal = LabelingJournal(store, spec, classes, pool_ids)
+        journal = LabelingJournal(store, spec, classes, pool_ids, labels)
         point = loop.begin(journal)
         loop.step(journal.cycle, journal, trained=point.trained, query=True)
         return _export(store, journal.cycle, classes, spec.strategy, new=True, trained=not journal.reused)
@@ -253,7 +255,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
 def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, new: bool,
             trained: bool = False) -> QueryOutcome:
     """Write the open items of ``cycle``'s query for labelers (CSV, JSON, Label Studio tasks)."""
-    items = [QueriedItem(item_id, source, rank, float("nan") if score is None else score, prediction or "", confidence)
+    items = [QueriedItem(item_id, source, rank, score, prediction or "", confidence)
              for item_id, source, rank, score, prediction, confidence in store.query_items(cycle)]
     files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy})
     return QueryOutcome(cycle, trained, new, items, files)

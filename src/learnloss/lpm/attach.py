@@ -47,7 +47,7 @@ class LearningLoss:
 
         Pooled according to the layer's layout, as for :meth:`predicted_loss`.
         """
-        return self.taps.pooled()[self.layers.index(self.embedding_layer)]
+        return self.taps.pooled_layer(self.embedding_layer)
 
     def clear(self) -> None:
         """Free the features captured by the last forward pass."""

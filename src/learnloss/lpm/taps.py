@@ -257,14 +257,26 @@ class FeatureTaps:
         checks that :meth:`probe` makes).
         """
         features = self.features
+        layouts = self._layouts(features)
+        if detach:
+            features = [feature.detach() for feature in features]
+        return [_pool_layer(*entry) for entry in zip(self.layers, features, layouts)]
+
+    def pooled_layer(self, name: str) -> torch.Tensor:
+        """:meth:`pooled` of the one tapped layer ``name`` (an embedding), without pooling the others."""
+        features = self.features
+        index = self.layers.index(name)
+        return _pool_layer(name, features[index], self._layouts(features)[index])
+
+    def _layouts(self, features: list[torch.Tensor]) -> tuple[Layout, ...]:
+        """:attr:`layouts`, resolved from ``features`` (without the batch-size checks of :meth:`probe`) when
+        :meth:`probe` has not run."""
         if self.layouts is None:
             self.layouts = tuple(
                 self._resolve(name, module, feature, None)
                 for name, module, feature in zip(self.layers, self._modules, features)
             )
-        if detach:
-            features = [feature.detach() for feature in features]
-        return [_pool_layer(*entry) for entry in zip(self.layers, features, self.layouts)]
+        return self.layouts
 
     def clear(self) -> None:
         """Forget the captured outputs (frees their memory)."""

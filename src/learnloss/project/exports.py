@@ -155,7 +155,7 @@ def _label_studio_task(item: QueriedItem, cycle: int) -> dict[str, Any]:
                              "value": {"choices": [item.prediction]}}]
     return {
         "data": {"image": LOCAL_FILES_URL + quote(item.path), "learnloss_id": item.item_id, "path": item.path,
-                 "rank": item.rank, "score": _finite(item.score)},
+                 "rank": item.rank, "score": item.score},
         "predictions": [prediction],
     }
 
@@ -185,7 +185,7 @@ def write_query_batch(
     write_json(paths["json"], {
         **info, "cycle": cycle, "classes": list(classes),
         "items": [{"id": i.item_id, "path": i.path, "label": None, "prediction": i.prediction,
-                   "confidence": _finite(i.confidence), "rank": i.rank, "score": _finite(i.score)} for i in items],
+                   "confidence": i.confidence, "rank": i.rank, "score": i.score} for i in items],
     })
     write_json(paths["labelstudio"], [_label_studio_task(item, cycle) for item in items])
     with atomic_write(paths["labelstudio_config"]) as handle:

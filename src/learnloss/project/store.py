@@ -393,34 +393,26 @@ class ProjectStore:
 
     # ------------------------------------------------------------------------------------ cycles, queries
 
-    def last_cycle(self) -> dict[str, Any] | None:
-        """The latest cycle row as a dict (config and metrics decoded), or None."""
-        row = self.db.execute(
-            "SELECT cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, created_at "
-            "FROM cycles ORDER BY cycle DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return None
-        keys = ("cycle", "status", "config", "metrics", "label_fingerprint", "checkpoint", "checkpoint_sha256",
-                "created_at")
-        cycle = dict(zip(keys, row))
-        cycle["config"], cycle["metrics"] = json.loads(cycle["config"]), json.loads(cycle["metrics"])
-        return cycle
+    _CYCLE_COLUMNS = ("cycle", "status", "config", "metrics", "label_fingerprint", "checkpoint", "checkpoint_sha256",
+                      "created_at")
 
-    def cycles(self) -> list[dict[str, Any]]:
-        """Every cycle row, by cycle, as dicts (``config`` and ``metrics`` decoded)."""
-        rows = self.db.execute(
-            "SELECT cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, created_at "
-            "FROM cycles ORDER BY cycle"
-        )
-        keys = ("cycle", "status", "config", "metrics", "label_fingerprint", "checkpoint", "checkpoint_sha256",
-                "created_at")
+    def _cycle_rows(self, order: str, limit: str = "") -> list[dict[str, Any]]:
+        rows = self.db.execute(f"SELECT {', '.join(self._CYCLE_COLUMNS)} FROM cycles ORDER BY cycle {order} {limit}")
         out = []
         for row in rows:
-            cycle = dict(zip(keys, row))
+            cycle = dict(zip(self._CYCLE_COLUMNS, row))
             cycle["config"], cycle["metrics"] = json.loads(cycle["config"]), json.loads(cycle["metrics"])
             out.append(cycle)
         return out
+
+    def last_cycle(self) -> dict[str, Any] | None:
+        """The latest cycle row as a dict (config and metrics decoded), or None."""
+        rows = self._cycle_rows("DESC", "LIMIT 1")
+        return rows[0] if rows else None
+
+    def cycles(self) -> list[dict[str, Any]]:
+        """Every cycle row, by cycle, as dicts (``config`` and ``metrics`` decoded)."""
+        return self._cycle_rows("ASC")
 
     def drop_checkpoints(self, db: sqlite3.Connection) -> list[str]:
         """Forget every recorded checkpoint (inside the caller's transaction) and return their paths, for the

@@ -47,6 +47,7 @@ __all__ = [
     "format_table",
     "group_runs",
     "label_runs",
+    "setting_text",
     "summarise_groups",
     "strategy_label",
 ]
@@ -96,8 +97,8 @@ def strategy_label(config: Mapping[str, Any]) -> str:
     return str(config["strategy"])
 
 
-def _text(value: Any) -> str:
-    """A setting's value as a benchmark arm label writes it (lists joined with commas)."""
+def setting_text(value: Any) -> str:
+    """A setting's value as run and arm labels write it (lists joined with commas)."""
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
@@ -140,7 +141,7 @@ def label_runs(configs: Sequence[Mapping[str, Any]]) -> list[str]:
             if len({_canonical(configs[i][key]) if key in configs[i] else None for i in members}) > 1
         ]
         for i in members:
-            shown = [f"{key}={_text(configs[i][key])}" for key in differing if key in configs[i]]
+            shown = [f"{key}={setting_text(configs[i][key])}" for key in differing if key in configs[i]]
             labels[i] = f"{strategy} ({', '.join(shown)})" if shown else strategy
     return labels
 

@@ -23,6 +23,7 @@ from typing import Any
 from learnloss.errors import UsageError
 from learnloss.jsonio import write_json
 from learnloss.project.store import DB_FILENAME
+from learnloss.reports.compare import setting_text
 from learnloss.reports.plots import plot_learning_curve
 from learnloss.reports.results import RESULTS_FILENAME, load_results
 from learnloss.runs.experiment import run_experiment
@@ -51,17 +52,13 @@ class Arm:
         """The name the report uses."""
         if not self.overrides:
             return self.strategy
-        return f"{self.strategy} ({', '.join(f'{k}={_text(v)}' for k, v in sorted(self.overrides.items()))})"
+        return f"{self.strategy} ({', '.join(f'{k}={setting_text(v)}' for k, v in sorted(self.overrides.items()))})"
 
     @property
     def folder(self) -> str:
         """A file-system-safe folder name for the arm's runs."""
-        parts = [self.strategy] + [f"{k}={_text(v)}" for k, v in sorted(self.overrides.items())]
+        parts = [self.strategy] + [f"{k}={setting_text(v)}" for k, v in sorted(self.overrides.items())]
         return re.sub(r"[^A-Za-z0-9_.=-]+", "-", "__".join(parts))
-
-
-def _text(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +34,12 @@ from learnloss.data.registry import load_dataset
 from learnloss.errors import UsageError
 from learnloss.inference import BatchOutputs, stream
 from learnloss.jsonio import write_json
-from learnloss.project.checkpoint import CheckpointError, load_checkpoint
+from learnloss.project.checkpoint import CheckpointError
 from learnloss.project.exports import read_manifest, unescape_cell, write_csv
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
 from learnloss.project.store import DB_FILENAME, ProjectStore
 from learnloss.runs.builder import build_loop
-from learnloss.runs.journal import checkpoint_file
-from learnloss.runs.presets import PRESETS, resolve_spec
+from learnloss.runs.journal import read_checkpoint
 from learnloss.runs.spec import RunSpec
 
 __all__ = [
@@ -106,10 +104,9 @@ def _open_store(folder: Path) -> ProjectStore:
 
 
 def _kind(store: ProjectStore) -> str:
-    kind = store.meta("kind")
-    if kind in ("simulation", "labeling"):
-        return str(kind)
-    return "labeling" if store.meta("data_root") is not None else "simulation"
+    """``labeling`` for a project made by ``learnloss init`` (which records its data root), else
+    ``simulation``."""
+    return "labeling" if store.meta("kind") == "labeling" else "simulation"
 
 
 def _results_config(folder: Path) -> dict[str, Any]:
@@ -128,13 +125,13 @@ def _simulation_spec(store: ProjectStore, folder: Path, data_dir: str | Path | N
     stored = store.meta("settings")
     if not isinstance(stored, dict):
         raise UsageError(f"{folder} records no run settings; it is not a finished or started learnloss run")
-    protocol = stored.get("protocol")
-    base = resolve_spec(protocol) if protocol in PRESETS else RunSpec()
     config = _results_config(folder)
     location: dict[str, Any] = {key: config[key] for key in ("data_dir", "download") if key in config}
     if data_dir is not None:
         location["data_dir"] = str(data_dir)
-    return RunSpec.from_dict({**stored, **location}, base=base)
+    # the store holds every setting but where the run executes; one it lacks (written before the setting
+    # existed) is its default, as spec_differences reads it
+    return RunSpec.from_dict({**stored, **location})
 
 
 def _latest_cycle(store: ProjectStore, folder: Path) -> dict[str, Any]:
@@ -150,8 +147,7 @@ def _latest_cycle(store: ProjectStore, folder: Path) -> dict[str, Any]:
 
 def _read_checkpoint(store: ProjectStore, folder: Path, cycle: dict[str, Any]) -> dict[str, Any]:
     try:
-        path = checkpoint_file(store, cycle["checkpoint"])
-        return load_checkpoint(path, cycle["checkpoint_sha256"])
+        return read_checkpoint(store, cycle)
     except CheckpointError as error:
         raise CheckpointError(f"cannot use cycle {cycle['cycle']} of {folder}: {error}") from None
 
@@ -366,13 +362,6 @@ def _output_format(out: Path) -> str:
     return fmt
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def predict_images(
     folder: str | Path,
     images: str | Path,
@@ -431,7 +420,8 @@ def predict_images(
         for i, path in enumerate(chunk):
             value, confidence = predictions[i]
             prediction = classes[int(value)] if classes is not None else value
-            rows.append([path.relative_to(root).as_posix(), prediction, _finite(confidence), _finite(losses.get(i))])
+            # a missing or non-finite number is an empty CSV cell / JSON null (write_csv, jsonio)
+            rows.append([path.relative_to(root).as_posix(), prediction, confidence, losses.get(i)])
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         write_csv(out, PREDICTION_FIELDS, [

@@ -37,7 +37,7 @@ from learnloss.project.checkpoint import CheckpointError, load_checkpoint, save_
 from learnloss.project.store import LabelRecord, ProjectStore
 from learnloss.runs.spec import RunSpec, spec_differences
 
-__all__ = ["LabelingJournal", "SimulationJournal", "StoreJournal", "label_fingerprint"]
+__all__ = ["LabelingJournal", "SimulationJournal", "checkpoint_file", "label_fingerprint", "read_checkpoint"]
 
 ORACLE_SOURCE = "oracle:ground-truth"
 _STREAMS = ("numpy", "generator", "torch", "cuda")
@@ -73,6 +73,16 @@ def checkpoint_file(store: ProjectStore, recorded: str) -> Path:
         raise CheckpointError(f"{store.path} records a checkpoint outside {folder} ({recorded!r}); the store is "
                               "damaged — it is not followed")
     return path
+
+
+def read_checkpoint(store: ProjectStore, cycle: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot a cycle row of ``store`` records, confined to ``checkpoints/`` (:func:`checkpoint_file`) and
+    verified against its recorded SHA-256.
+
+    Raises:
+        CheckpointError: the row records no checkpoint, or it is outside the folder, missing or damaged.
+    """
+    return load_checkpoint(checkpoint_file(store, cycle["checkpoint"] or ""), cycle["checkpoint_sha256"] or "")
 
 
 class _Journal:
@@ -185,7 +195,7 @@ class SimulationJournal(_Journal):
         if not cycles:
             return ResumePoint()
         last = cycles[-1]
-        snapshot = load_checkpoint(checkpoint_file(store, last["checkpoint"] or ""), last["checkpoint_sha256"])
+        snapshot = read_checkpoint(store, last)
         if last["status"] == "queried":
             snapshot.update(_decode_streams(store.meta(f"streams:{last['cycle']}")))
         loop.restore(snapshot)
@@ -193,10 +203,6 @@ class SimulationJournal(_Journal):
         if last["status"] == "trained":
             return ResumePoint(results[:-1], trained=results[-1])
         return ResumePoint(results)
-
-
-#: The earlier name of :class:`SimulationJournal`.
-StoreJournal = SimulationJournal
 
 
 class LabelingJournal(_Journal):
@@ -207,19 +213,22 @@ class LabelingJournal(_Journal):
         spec: the project's specification (with this query's strategy).
         classes: the project's class names.
         pool_ids: the store's item id of each pool index.
+        labels: the store's current labels (item id -> class) this query trains on.
     """
 
-    def __init__(self, store: ProjectStore, spec: RunSpec, classes: Sequence[str], pool_ids: Sequence[int]) -> None:
+    def __init__(self, store: ProjectStore, spec: RunSpec, classes: Sequence[str], pool_ids: Sequence[int],
+                 labels: dict[int, str]) -> None:
         super().__init__(store, spec, classes)
         self.pool_ids = list(pool_ids)
-        self.fingerprint = label_fingerprint(store.current_labels())
+        self.labels = labels
+        self.fingerprint = label_fingerprint(labels)
         self.cycle = 0
         self.reused = False
 
     def resume(self, loop: ActiveLearningLoop) -> ResumePoint:
         """Put every current label of a pool item into the pool; reuse the checkpoint of a cycle trained on exactly
         these labels and never queried. :attr:`cycle` is then the cycle to train or query."""
-        labels = self.store.current_labels()
+        labels = self.labels
         index = {name: i for i, name in enumerate(self.classes)}
         labeled = [(position, index[labels[item_id]]) for position, item_id in enumerate(self.pool_ids)
                    if item_id in labels]
@@ -231,8 +240,7 @@ class LabelingJournal(_Journal):
         self.cycle = 0 if last is None else last["cycle"] + (last["status"] == "queried")
         if last is not None and last["status"] == "trained" and last["label_fingerprint"] == self.fingerprint:
             try:
-                path = checkpoint_file(self.store, last["checkpoint"] or "")
-                loop.restore(load_checkpoint(path, last["checkpoint_sha256"]))
+                loop.restore(read_checkpoint(self.store, last))
             except CheckpointError:
                 return ResumePoint()  # a damaged checkpoint is retrained; the store points at the new one once durable
             self.reused = True

@@ -82,20 +82,16 @@ def resolve_spec(protocol: str = "quick", settings: Mapping[str, Any] | None = N
     """
     if protocol not in PRESETS:
         raise UnknownNameError("protocol", protocol, available_protocols())
-    base = {**PRESETS[protocol], "protocol": protocol}
+    preset = RunSpec(**PRESETS[protocol], protocol=protocol)
     given = from_json({key: value for key, value in (settings or {}).items() if value is not None})
     unknown = sorted(set(given) - RunSpec.__dataclass_fields__.keys())
     if unknown:
         raise UsageError(f"unknown setting(s) {', '.join(unknown)}; see learnloss run --help")
     epochs = given.get("epochs")
     if isinstance(epochs, int) and epochs > 0:
-        preset_epochs = base.get("epochs", RunSpec.__dataclass_fields__["epochs"].default)
-        ratio = epochs / preset_epochs
+        ratio = epochs / preset.epochs
         if "milestones" not in given:
-            milestones = base.get("milestones", RunSpec.__dataclass_fields__["milestones"].default)
-            given["milestones"] = tuple(round(m * ratio) for m in milestones)
-        if "stop_grad_epoch" not in given:
-            stop = base.get("stop_grad_epoch", RunSpec.__dataclass_fields__["stop_grad_epoch"].default)
-            if isinstance(stop, int):
-                given["stop_grad_epoch"] = round(stop * ratio)
-    return RunSpec(**{**base, **given})
+            given["milestones"] = tuple(round(m * ratio) for m in preset.milestones)
+        if "stop_grad_epoch" not in given and preset.stop_grad_epoch is not None:
+            given["stop_grad_epoch"] = round(preset.stop_grad_epoch * ratio)
+    return preset.replace(**given)

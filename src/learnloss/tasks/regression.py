@@ -79,12 +79,8 @@ class _Moments:
         self.count = total
 
 
-class R2(Metric):
-    """Coefficient of determination ``1 - SS_res / SS_tot`` per target component, averaged uniformly over the
-    components (scikit-learn's ``r2_score(..., multioutput="uniform_average")``, including its convention for a
-    constant component: 1 if predicted exactly, else 0). NaN with fewer than 2 samples."""
-
-    name = "r2"
+class _MomentMetric(Metric):
+    """A metric computed from the :class:`_Moments` of every batch added."""
 
     def __init__(self) -> None:
         self._moments = _Moments()
@@ -92,6 +88,14 @@ class R2(Metric):
     def update(self, output: Any, target: Any) -> None:
         """Add one batch of outputs and targets, ``(B, D)`` or ``(B,)``."""
         self._moments.update(output, target)
+
+
+class R2(_MomentMetric):
+    """Coefficient of determination ``1 - SS_res / SS_tot`` per target component, averaged uniformly over the
+    components (scikit-learn's ``r2_score(..., multioutput="uniform_average")``, including its convention for a
+    constant component: 1 if predicted exactly, else 0). NaN with fewer than 2 samples."""
+
+    name = "r2"
 
     def compute(self) -> float:
         """R² over every batch added so far (NaN with fewer than 2 samples)."""
@@ -107,18 +111,11 @@ class R2(Metric):
         return float(scores.mean())
 
 
-class RMSE(Metric):
+class RMSE(_MomentMetric):
     """Root mean squared error over every component of every sample: ``sqrt(mean((output - target)²))``, the
     square root of the mean per-sample loss. NaN when nothing was added."""
 
     name = "rmse"
-
-    def __init__(self) -> None:
-        self._moments = _Moments()
-
-    def update(self, output: Any, target: Any) -> None:
-        """Add one batch of outputs and targets, ``(B, D)`` or ``(B,)``."""
-        self._moments.update(output, target)
 
     def compute(self) -> float:
         """RMSE over every batch added so far (NaN when nothing was added)."""
