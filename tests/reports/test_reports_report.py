@@ -53,7 +53,8 @@ def test_report_tables_plots_and_links(bench_dir):
     assert results["learning-loss"][0] == "3"
     assert results["learning-loss"][3] == "0.7000 ± 0.0000"  # ranking accuracy, mean over cycles then seeds
     assert results["random"][3] == "–"
-    assert results["random"][4] == "2.5" and results["random"][5] == "0.25"  # seconds per cycle
+    assert results["random"][4] == "–"  # no candidate ranking without an LPM
+    assert results["random"][5] == "2.5" and results["random"][6] == "0.25"  # seconds per cycle
     against_random = _rows(report, "### Against random")
     assert against_random["learning-loss"][0].startswith("+0.")
     assert against_random["learning-loss"][2].startswith("higher (wins 3/3")

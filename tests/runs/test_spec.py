@@ -23,7 +23,8 @@ def test_the_defaults_are_the_papers_recipe():
 
 
 def test_one_preset_table_with_a_labeling_preset():
-    assert set(available_protocols()) == {"paper", "quick", "fmnist-cpu", "fmnist-paper", "labeling"}
+    assert set(available_protocols()) == {
+        "paper", "quick", "fmnist-cpu", "fmnist-lt-cpu", "fmnist-paper", "ssl-paper", "labeling"}
     labeling = resolve_spec("labeling")
     assert labeling.stop_grad_epoch == 0 and labeling.reset == "reinit" and labeling.subset is None
     assert labeling.image_size == 32 and labeling.protocol == "labeling"

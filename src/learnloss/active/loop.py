@@ -36,6 +36,7 @@ from learnloss.training.stages import CycleData, JointTraining, Stage
 from learnloss.training.trainer import TrainConfig
 
 RESET_POLICIES = ("warm", "reinit")
+_PREDICTED, _TRUE = "__lpm_predicted", "__true_loss"  # values the loop keeps beside the strategy's own
 
 
 @dataclass
@@ -57,6 +58,10 @@ class LoopConfig:
         eval_batch_size: batch size of scoring and evaluation.
         layouts: layout of tapped layers whose output the taps cannot read unambiguously (see
             :class:`~learnloss.lpm.taps.FeatureTaps`), by layer name.
+        drop_easy: fraction of the labeled set, those with the lowest loss under the previous cycle's model, that
+            the target model does not train on in the next cycle (stages that train the LPM alone still see them).
+            The undocumented trick of the semi-supervised LPM's public code (Hwang, Choi & Choi, IEEE Access 2024),
+            which drops about 1 %; 0 (off) by default. The first cycle drops nothing: no model has been trained.
     """
 
     initial: int
@@ -71,6 +76,7 @@ class LoopConfig:
     attach_lpm: bool | None = None
     eval_batch_size: int = 512
     layouts: Mapping[str, Any] | None = None
+    drop_easy: float = 0.0
 
     def validate(self, pool_size: int) -> None:
         """Check every count against the pool; raise a :class:`UsageError` naming the setting to change."""
@@ -81,6 +87,8 @@ class LoopConfig:
             raise UsageError(f"--subset must be positive or 'all', got {self.subset}")
         if self.subset is not None and self.subset < self.query:
             raise UsageError(f"--subset ({self.subset}) must be at least --query ({self.query})")
+        if not 0.0 <= self.drop_easy < 1.0:
+            raise UsageError(f"--drop-easy must be a fraction in [0, 1), got {self.drop_easy}")
         if self.reset not in RESET_POLICIES:
             raise UsageError(f"--reset must be one of {', '.join(RESET_POLICIES)}, got {self.reset!r}")
         budget = self.initial + self.query * (self.cycles - 1)
@@ -97,7 +105,10 @@ class CycleResult:
     """The outcome of one cycle; ``selected`` are the pool indices labeled at its end.
 
     ``metrics`` holds the task's test metrics by name (``{"accuracy": 0.93}``; NaN without a test split); a
-    cycle of ``results.json`` carries each as ``test_<name>``.
+    cycle of ``results.json`` carries each as ``test_<name>``. ``lpm_ranking_accuracy``/``lpm_spearman`` are the
+    LPM's on the test split; ``candidate_ranking_accuracy``/``candidate_spearman`` its on the unlabeled candidates
+    the cycle scored for its query (a simulation knows their true losses; None otherwise) — the data the LPM must
+    actually rank, which the semi-supervised LPM (Hwang, Choi & Choi, IEEE Access 2024) trains it for.
     """
 
     cycle: int
@@ -108,6 +119,8 @@ class CycleResult:
     train_seconds: float
     query_seconds: float
     selected: list[int]
+    candidate_ranking_accuracy: float | None = None
+    candidate_spearman: float | None = None
 
     @property
     def test_accuracy(self) -> float:
@@ -120,6 +133,8 @@ class CycleResult:
             "cycle": self.cycle, "n_labeled": self.n_labeled,
             **{f"test_{name}": value for name, value in self.metrics.items()},
             "lpm_ranking_accuracy": self.lpm_ranking_accuracy, "lpm_spearman": self.lpm_spearman,
+            "candidate_ranking_accuracy": self.candidate_ranking_accuracy,
+            "candidate_spearman": self.candidate_spearman,
             "train_seconds": self.train_seconds, "query_seconds": self.query_seconds, "selected": list(self.selected),
         }
 
@@ -133,6 +148,8 @@ class CycleResult:
             lpm_ranking_accuracy=values.get("lpm_ranking_accuracy"), lpm_spearman=values.get("lpm_spearman"),
             train_seconds=float(values["train_seconds"]), query_seconds=float(values["query_seconds"]),
             selected=[int(i) for i in values.get("selected", [])],
+            candidate_ranking_accuracy=values.get("candidate_ranking_accuracy"),
+            candidate_spearman=values.get("candidate_spearman"),
         )
 
 
@@ -140,11 +157,14 @@ class CycleResult:
 class QueryBatch:
     """A query: the pool indices chosen, most informative first, and the strategy's score of each (None when it
     ranks by no score). :meth:`predictions` runs the model over the chosen samples only when asked (the labeling
-    workflow shows labelers the model's guess)."""
+    workflow shows labelers the model's guess). In a simulation with an LPM, the LPM's ranking accuracy and
+    Spearman correlation on all the scored candidates."""
 
     selected: np.ndarray
     scores: np.ndarray | None
     _predict: Callable[[np.ndarray], tuple[list[Any], list[float | None]]] = field(repr=False)
+    candidate_ranking_accuracy: float | None = None
+    candidate_spearman: float | None = None
 
     def predictions(self) -> tuple[list[Any], list[float | None]]:
         """The task's prediction and its confidence for each chosen sample, aligned with :attr:`selected`."""
@@ -218,13 +238,29 @@ class ActiveLearningLoop:
         seeds = np.random.SeedSequence(loop.seed).spawn(3)
         self._initial_rng, self._subset_rng, self._strategy_rng = (np.random.default_rng(s) for s in seeds)
         self._generator = torch.Generator().manual_seed(loop.seed)
+        self._trained = False  # whether a cycle of this loop has trained (drop_easy needs a trained model)
 
     # ------------------------------------------------------------------------------------------ batches
 
-    def cycle_data(self) -> CycleData:
-        """What the training stages of this cycle read: the pool's labeled and unlabeled samples."""
-        return CycleData(self.dataset, self.pool.targets, self.pool.labeled_indices, self.pool.unlabeled_indices,
-                         self.device, self._generator)
+    def cycle_data(self, query: bool = True, easy: np.ndarray | None = None) -> CycleData:
+        """What the training stages of this cycle read: the pool's labeled and unlabeled samples, whether a query
+        follows, and the labeled samples the target model leaves out (``easy``)."""
+        data = CycleData(self.dataset, self.pool.targets, self.pool.labeled_indices, self.pool.unlabeled_indices,
+                         self.device, self._generator, query=query)
+        if easy is not None:
+            data.easy = easy
+        return data
+
+    def easiest_labeled(self) -> np.ndarray:
+        """The :attr:`LoopConfig.drop_easy` fraction of the labeled set with the lowest loss under the current
+        model (sorted pool indices); empty when the option is off or no cycle of this loop has trained yet."""
+        fraction, labeled = self.loop.drop_easy, self.pool.labeled_indices
+        count = int(fraction * len(labeled))
+        if count == 0 or not self._trained:
+            return np.empty(0, dtype=np.int64)
+        order, values = stream(self.view, self.eval_batches(self.dataset.x_train, self.pool.targets, labeled),
+                               lambda batch: {"loss": batch.true_losses})
+        return np.sort(order[np.argsort(values["loss"], kind="stable")[:count]])
 
     def eval_batches(self, x: torch.Tensor, y: torch.Tensor | None, indices: np.ndarray) -> ArrayBatches:
         """Batches for scoring and evaluation: in order, never augmented (docs/pitfalls.md §6)."""
@@ -286,10 +322,24 @@ class ActiveLearningLoop:
         values: dict[str, np.ndarray] = {}
         x = self.dataset.x_train
         context = QueryContext(rng=self._strategy_rng, device=self.device)
-        if strategy.needs:
-            targets = self._revealed_targets(candidates) if Need.TRUE_LOSSES in strategy.needs else None
+        # In a simulation the LPM's ranking of the candidates is measured in the same pass (its true losses).
+        measure = self.view.learning_loss is not None and getattr(self.oracle, "knows_targets", False)
+        ranking: tuple[float | None, float | None] = (None, None)
+        if strategy.needs or measure:
+            reveal = measure or Need.TRUE_LOSSES in strategy.needs
+            targets = self._revealed_targets(candidates) if reveal else None
+
+            def collect(batch: BatchOutputs) -> dict[str, torch.Tensor]:
+                kept = strategy.collect(batch)
+                if measure:
+                    kept = {**kept, _PREDICTED: batch.lpm_scores, _TRUE: batch.true_losses}
+                return kept
+
             with strategy.scoring(self.view, context):
-                candidates, values = stream(self.view, self.eval_batches(x, targets, candidates), strategy.collect)
+                candidates, values = stream(self.view, self.eval_batches(x, targets, candidates), collect)
+            if measure and len(candidates) > 1:
+                predicted, true = values.pop(_PREDICTED), values.pop(_TRUE)
+                ranking = ranking_accuracy(predicted, true), spearman(predicted, true)
         if Need.LABELED_EMBEDDINGS in strategy.needs:
             _, labeled = stream(self.view, self.eval_batches(x, None, self.pool.labeled_indices),
                                 lambda batch: {"embedding": batch.embeddings})
@@ -299,7 +349,7 @@ class ActiveLearningLoop:
         if "score" in values:
             position = {int(index): i for i, index in enumerate(candidates)}
             scores = np.asarray([values["score"][position[int(i)]] for i in selected], dtype=np.float64)
-        return QueryBatch(selected, scores, self.predict)
+        return QueryBatch(selected, scores, self.predict, *ranking)
 
     def predict(self, indices: np.ndarray) -> tuple[list[Any], list[float | None]]:
         """The task's prediction and confidence for the pool samples ``indices`` (in eval mode, no augmentation)."""
@@ -334,6 +384,7 @@ class ActiveLearningLoop:
         """Put the weights and random streams of :meth:`snapshot` back."""
         for module, state in zip(self.view.modules(), snapshot["modules"]):
             module.load_state_dict(state)
+        self._trained = True  # a snapshot is taken after training: its weights are a trained model's
         rngs = {"initial": self._initial_rng, "subset": self._subset_rng, "strategy": self._strategy_rng}
         for name, rng in rngs.items():
             rng.bit_generator.state = json.loads(snapshot["numpy"][name])
@@ -342,15 +393,18 @@ class ActiveLearningLoop:
         if "cuda" in snapshot and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(snapshot["cuda"])
 
-    def train_cycle(self, cycle: int) -> CycleResult:
-        """Train (after the reset policy) through every stage, and evaluate; the result has no selection yet."""
+    def train_cycle(self, cycle: int, query: bool = True) -> CycleResult:
+        """Train (after the reset policy) through every stage, and evaluate; the result has no selection yet.
+        ``query`` says whether a query follows (stages that only serve the selection skip a cycle without one)."""
+        start = time.perf_counter()
+        easy = self.easiest_labeled()  # measured by the previous cycle's model, before any reset
         if self.loop.reset == "reinit":
             for module, state in zip(self.view.modules(), self._initial_state):
                 module.load_state_dict(state)
-        start = time.perf_counter()
-        data = self.cycle_data()  # the pool does not change while a cycle trains
+        data = self.cycle_data(query, easy)  # the pool does not change while a cycle trains
         for stage in self.stages:
             stage.run(self.view, data)
+        self._trained = True
         train_seconds = time.perf_counter() - start
         metrics, rank_accuracy, rho = self.evaluate()
         return CycleResult(
@@ -380,7 +434,7 @@ class ActiveLearningLoop:
         if trained is not None:
             result = trained
         else:
-            result = self.train_cycle(cycle)
+            result = self.train_cycle(cycle, query)
             if journal is not None:
                 journal.trained(result, self.snapshot())
         if query:
@@ -389,6 +443,8 @@ class ActiveLearningLoop:
             targets = self.label(batch.selected, cycle + 1)
             result.selected = batch.selected.tolist()
             result.query_seconds = time.perf_counter() - start
+            result.candidate_ranking_accuracy = batch.candidate_ranking_accuracy
+            result.candidate_spearman = batch.candidate_spearman
             if journal is not None:
                 journal.queried(result, batch, targets, self.snapshot())
         return result

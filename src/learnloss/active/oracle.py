@@ -11,7 +11,11 @@ __all__ = ["GroundTruthOracle", "HumanOracle", "Oracle"]
 
 
 class Oracle(Protocol):
-    """Anything that labels pool indices."""
+    """Anything that labels pool indices. ``knows_targets`` says whether it can answer for any sample at once (a
+    simulation), which lets the loop measure what only ground truth can tell: the LPM's ranking of the unlabeled
+    candidates it scores."""
+
+    knows_targets: bool
 
     def label(self, indices: np.ndarray) -> torch.Tensor | None:
         """Targets of ``indices``, aligned; None when they arrive later (people label them through
@@ -21,6 +25,8 @@ class Oracle(Protocol):
 
 class GroundTruthOracle:
     """The simulation oracle: answers at once with the dataset's own targets."""
+
+    knows_targets = True
 
     def __init__(self, targets: torch.Tensor | np.ndarray) -> None:
         self.targets = torch.as_tensor(targets)

@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 SETTINGS = (
     "dataset", "data_dir", "download", "model", "dropout", "layers", "initial", "query", "cycles", "subset", "epochs",
     "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "reset", "device", "task",
-    "precision", "channels_last",
+    "precision", "channels_last", "drop_easy", "semi_epochs", "semi_lr", "semi_threshold", "semi_lpm_loss",
+    "semi_unlabeled", "semi_views",
 )
 """Setting flags shared by ``run``, ``bench`` and the overrides of a benchmark arm (as attribute names)."""
 
@@ -197,7 +198,8 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int)
     parser.add_argument("--lr", type=_finite_float)
     parser.add_argument("--milestones", type=_epochs_list, help="epochs where the LR drops ×0.1, e.g. 160")
-    parser.add_argument("--lpm-loss", choices=["ranking", "mse"])
+    parser.add_argument("--lpm-loss", choices=["ranking", "logistic", "mse"],
+                        help="ranking loss of the LPM: ranking (the paper's hinge), logistic (pairwise BCE) or mse")
     parser.add_argument("--lpm-weight", type=_finite_float, help="λ, weight of the loss-prediction loss")
     parser.add_argument("--margin", type=_finite_float, help="ξ, margin of the ranking loss")
     parser.add_argument("--stop-grad-epoch", type=_stop_grad, help="epoch from which the LPM's gradient is cut, or 'never'")
@@ -208,6 +210,17 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                         help="autocast dtype of training, evaluation and scoring (default fp32)")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                         help="channels-last memory format for image models")
+    parser.add_argument("--drop-easy", type=_probability,
+                        help="fraction of labeled samples with the lowest loss that the target model skips (default 0)")
+    semi = parser.add_argument_group("stage B (semi-supervised LPM; used by ssl-lpm)")
+    semi.add_argument("--semi-epochs", type=_positive_int, help="epochs of LPM fine-tuning per cycle (paper 30)")
+    semi.add_argument("--semi-lr", type=_finite_float, help="SGD learning rate of the LPM in stage B (paper 0.01)")
+    semi.add_argument("--semi-threshold", type=_probability, help="τ: confidence a pseudo-label needs (paper 0.9)")
+    semi.add_argument("--semi-lpm-loss", choices=["logistic", "ranking", "mse"],
+                      help="ranking loss of stage B (paper's code: logistic)")
+    semi.add_argument("--semi-unlabeled", type=_subset, help="unlabeled samples per stage-B epoch, or 'all'")
+    semi.add_argument("--semi-views", type=_subset,
+                      help="augmentation draws run through the frozen model (other epochs reuse them), or 'all'")
 
 
 def _settings(args: argparse.Namespace) -> dict:

@@ -1,18 +1,23 @@
 """Dataset names: :func:`load_dataset` maps a name to its loader and, for file-backed datasets, its files.
 
-============== ======================================= ==================== =====================
-name           source                                  inputs               augmentation
-============== ======================================= ==================== =====================
-digits         scikit-learn, bundled (offline)         uint8 (N, 1, 8, 8)   pad 1
-diabetes       scikit-learn, bundled (offline)         float32 (N, 10)      none (regression)
-mnist          IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2
-fashion-mnist  IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2, flip
-cifar10        python pickles, downloadable            uint8 (N, 3, 32, 32) pad 4, flip
-cifar100       python pickles (fine labels), download. uint8 (N, 3, 32, 32) pad 4, flip
-tiny-imagenet  JPEG tree, downloadable                 uint8 (N, 3, 64, 64) pad 8, flip
-imagefolder    ``data_dir/<class>/*`` images           uint8 (N, C, H, W)   pad min(H, W) // 8
-npz            ``data_dir`` ``.npz`` file              as stored            pad min(H, W) // 8
-============== ======================================= ==================== =====================
+============== ================ ======================================= ==================== ==================
+name             source                                  inputs               augmentation
+================ ======================================= ==================== ==================
+digits           scikit-learn, bundled (offline)         uint8 (N, 1, 8, 8)   pad 1
+diabetes         scikit-learn, bundled (offline)         float32 (N, 10)      none (regression)
+mnist            IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2
+fashion-mnist    IDX files, downloadable                 uint8 (N, 1, 28, 28) pad 2, flip
+fashion-mnist-lt fashion-mnist, train split long-tailed  uint8 (N, 1, 28, 28) pad 2, flip
+cifar10          python pickles, downloadable            uint8 (N, 3, 32, 32) pad 4, flip
+cifar100         python pickles (fine labels), download. uint8 (N, 3, 32, 32) pad 4, flip
+tiny-imagenet    JPEG tree, downloadable                 uint8 (N, 3, 64, 64) pad 8, flip
+imagefolder      ``data_dir/<class>/*`` images           uint8 (N, C, H, W)   pad min(H, W) // 8
+npz              ``data_dir`` ``.npz`` file              as stored            pad min(H, W) // 8
+================ ======================================= ==================== ==================
+
+``fashion-mnist-lt`` keeps 6,000 / 3,596 / 2,156 / 1,292 / 774 / 464 / 278 / 166 / 100 / 60 training images of
+classes 0-9 (14,886 in all; an exponential profile of imbalance ratio 100, :mod:`learnloss.data.longtail`); its test split is the
+balanced 10,000.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from learnloss.data.digits import load_digits
 from learnloss.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset
 from learnloss.data.imagefolder import load_imagefolder
 from learnloss.data.locate import require_files
+from learnloss.data.longtail import long_tail
 from learnloss.data.npz import load_npz
 from learnloss.data.sources import SOURCES
 from learnloss.data.tiny_imagenet import load_tiny_imagenet
@@ -56,6 +62,12 @@ _LOADERS: dict[str, Loader] = {
         "fashion-mnist",
         partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_CLASSES, AugmentSpec(pad=2, flip=True)),
     ),
+    "fashion-mnist-lt": _from_files(
+        "fashion-mnist",
+        lambda files: long_tail(
+            load_idx_dataset("fashion-mnist", FASHION_MNIST_CLASSES, AugmentSpec(pad=2, flip=True), files), 100.0
+        ),
+    ),
     "cifar10": _from_files("cifar10", load_cifar10),
     "cifar100": _from_files("cifar100", load_cifar100),
     "tiny-imagenet": _from_files("tiny-imagenet", load_tiny_imagenet),
@@ -65,6 +77,7 @@ _LOADERS: dict[str, Loader] = {
 
 _ALIASES = {
     "fmnist": "fashion-mnist",
+    "fmnist-lt": "fashion-mnist-lt",
     "fashionmnist": "fashion-mnist",
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",

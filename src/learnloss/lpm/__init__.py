@@ -1,7 +1,7 @@
 """The loss prediction module, its feature taps and its losses (Yoo & Kweon, CVPR 2019)."""
 
 from learnloss.lpm.attach import LearningLoss, attach
-from learnloss.lpm.losses import LPM_LOSSES, get_lpm_loss, margin_ranking_loss, mse_loss
+from learnloss.lpm.losses import LPM_LOSSES, get_lpm_loss, logistic_ranking_loss, margin_ranking_loss, mse_loss
 from learnloss.lpm.module import LossPredictionModule
 from learnloss.lpm.taps import LAYOUTS, FeatureTaps, Layout, pool_features
 
@@ -14,6 +14,7 @@ __all__ = [
     "LossPredictionModule",
     "attach",
     "get_lpm_loss",
+    "logistic_ranking_loss",
     "margin_ranking_loss",
     "mse_loss",
     "pool_features",

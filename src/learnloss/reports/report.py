@@ -35,12 +35,13 @@ REPORT_FILENAME = "report.md"
 NOTES_FILENAME = "notes.md"
 COMMANDS_FILENAME = "commands.txt"
 #: Every strategy is compared, seed by seed, against these (docs/pitfalls.md §10).
-BASELINES = ("random", "entropy")
+BASELINES = ("random", "margin", "entropy", "learning-loss")
 #: Settings shown in the report's header, in this order.
 _SHOWN_SETTINGS = (
     "dataset", "model", "dropout", "initial", "query", "cycles", "subset", "epochs", "batch_size", "lr",
     "momentum", "weight_decay", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "lpm_width",
-    "reset", "augment", "layers",
+    "reset", "augment", "layers", "drop_easy", "semi_epochs", "semi_lr", "semi_threshold", "semi_lpm_loss",
+    "semi_unlabeled", "semi_views",
 )
 
 
@@ -48,7 +49,8 @@ _SHOWN_SETTINGS = (
 class ArmSummary:
     """One strategy over its seeds. Times are seconds per cycle, averaged over cycles and seeds; the query time
     is over cycles that made a query (all but the last). ``lpm_ranking`` is the mean over seeds of each run's
-    mean ranking accuracy over cycles (None without an LPM). ``final_accuracy`` holds the last cycle's value of
+    mean ranking accuracy over cycles (None without an LPM); ``candidate_ranking`` the same on the unlabeled
+    candidates each querying cycle scored (None where not measured). ``final_accuracy`` holds the last cycle's value of
     ``metric``, the runs' primary metric (``test_accuracy``, ``test_r2``, ...); the name stays for callers."""
 
     label: str
@@ -61,6 +63,8 @@ class ArmSummary:
     query_seconds: float
     initial_sets: dict[int, tuple[int, ...] | None]
     metric: str = DEFAULT_PRIMARY_METRIC
+    candidate_ranking: float | None = None
+    candidate_ranking_std: float | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -79,6 +83,7 @@ def summarise_arm(label: str, runs: Sequence[Mapping[str, Any]]) -> ArmSummary:
     finals: dict[int, float] = {}
     initial: dict[int, tuple[int, ...] | None] = {}
     ranking: list[float] = []
+    candidates: list[float] = []
     train: list[float] = []
     query: list[float] = []
     for run in runs:
@@ -88,14 +93,18 @@ def summarise_arm(label: str, runs: Sequence[Mapping[str, Any]]) -> ArmSummary:
         ranks = [c["lpm_ranking_accuracy"] for c in cycles if c.get("lpm_ranking_accuracy") is not None]
         if ranks:
             ranking.append(float(np.nanmean(ranks)))
+        scored = [c["candidate_ranking_accuracy"] for c in cycles if c.get("candidate_ranking_accuracy") is not None]
+        if scored:
+            candidates.append(float(np.nanmean(scored)))
         train.extend(float(c["train_seconds"]) for c in cycles)
         query.extend(float(c["query_seconds"]) for c in cycles[:-1])
         stored = run.get("initial_labeled")
         initial[seed] = tuple(sorted(stored)) if stored is not None else None
     rank_mean, rank_std = mean_std(ranking) if ranking else (None, None)
+    candidate_mean, candidate_std = mean_std(candidates) if candidates else (None, None)
     return ArmSummary(
         label, str(runs[0]["config"]["strategy"]), aubcs, finals, rank_mean, rank_std, float(np.mean(train)),
-        float(np.mean(query)) if query else 0.0, initial, metric,
+        float(np.mean(query)) if query else 0.0, initial, metric, candidate_mean, candidate_std,
     )
 
 
@@ -118,12 +127,14 @@ def _summary_table(arms: Sequence[ArmSummary], metric: str) -> str:
     rows = []
     for arm in arms:
         rank = "–" if arm.lpm_ranking is None else _pm(arm.lpm_ranking, arm.lpm_ranking_std or 0.0)
+        scored = "–" if arm.candidate_ranking is None else _pm(arm.candidate_ranking, arm.candidate_ranking_std or 0.0)
         rows.append((
             arm.label, str(len(arm.seeds)), _pm(*mean_std(list(arm.aubc.values()))),
-            _pm(*mean_std(list(arm.final_accuracy.values()))), rank, f"{arm.train_seconds:.1f}",
+            _pm(*mean_std(list(arm.final_accuracy.values()))), rank, scored, f"{arm.train_seconds:.1f}",
             f"{arm.query_seconds:.2f}",
         ))
-    header = ("strategy", "seeds", "AUBC", _final_name(metric), "LPM ranking acc.", "train s/cycle", "query s/cycle")
+    header = ("strategy", "seeds", "AUBC", _final_name(metric), "LPM ranking acc. (test)",
+              "LPM ranking acc. (candidates)", "train s/cycle", "query s/cycle")
     return _table(header, rows)
 
 
@@ -138,7 +149,8 @@ def _paired_table(pairs: Sequence[tuple[ArmSummary, ArmSummary]], against: str) 
 
 
 def _paired_section(arms: Sequence[ArmSummary]) -> str:
-    """Every arm against random and entropy; every arm with overrides against its strategy's plain arm."""
+    """Every arm against each of :data:`BASELINES` present; every arm with overrides against its strategy's plain
+    arm."""
     by_label = {arm.label: arm for arm in arms}
     parts = [
         f"### Against {baseline}\n\n"
@@ -248,8 +260,9 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
     sections += [
         "## Settings\n\n" + _settings_section(all_runs),
         f"## Results\n\nAUBC (of the {metric_label(metric)} curve) and {_final_name(metric)} are mean ± population "
-        "std over seeds; LPM ranking accuracy is the fraction of test pairs the loss prediction module orders "
-        "correctly, averaged over cycles. Best AUBC first.\n\n"
+        "std over seeds; LPM ranking accuracy is the fraction of pairs the loss prediction module orders "
+        "correctly, averaged over cycles: of test pairs, and of the unlabeled candidates each querying cycle "
+        "scored (their true losses are known in a simulation). Best AUBC first.\n\n"
         + _summary_table(arms, metric) + "\n\n![learning curves](learning_curves.png)",
     ]
     if paired:
@@ -263,6 +276,10 @@ def write_report(out: str | os.PathLike[str], command: str | None = None) -> Pat
     if has_lpm:
         sections.append("## Loss prediction module\n\nMean ranking accuracy on test pairs per label count.\n\n"
                         + _curve_table(groups, "lpm_ranking_accuracy", labels) + "\n\n![LPM ranking](lpm_ranking.png)")
+        candidates = _curve_table(groups, "candidate_ranking_accuracy", labels)
+        if candidates:
+            sections.append("Mean ranking accuracy on the unlabeled candidates scored for the query made at each "
+                            "label count.\n\n" + candidates)
     notes = out / NOTES_FILENAME
     if notes.is_file():
         sections.append("## Findings\n\n" + notes.read_text(encoding="utf-8").strip())

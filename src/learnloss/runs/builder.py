@@ -6,7 +6,7 @@ thing wherever it is given. Names are checked before the data is loaded; the mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -20,10 +20,13 @@ from learnloss.models import default_taps, embedding_layer, model_builder
 from learnloss.runs.spec import RunSpec
 from learnloss.strategies import build_strategy
 from learnloss.tasks import build_task
-from learnloss.training.stages import Stage
+from learnloss.errors import UsageError
+from learnloss.strategies.base import Strategy
+from learnloss.training.semi import SemiConfig, SemiSupervisedLPM
+from learnloss.training.stages import JointTraining, Stage
 from learnloss.training.trainer import TrainConfig
 
-__all__ = ["build_loop", "train_config"]
+__all__ = ["STAGES", "build_loop", "build_stages", "semi_config", "train_config"]
 
 
 def train_config(spec: RunSpec) -> TrainConfig:
@@ -33,6 +36,37 @@ def train_config(spec: RunSpec) -> TrainConfig:
         weight_decay=spec.weight_decay, milestones=spec.milestones, gamma=spec.gamma, lpm_weight=spec.lpm_weight,
         margin=spec.margin, lpm_loss=spec.lpm_loss, stop_grad_epoch=spec.stop_grad_epoch, augment=spec.augment,
     )
+
+
+def semi_config(spec: RunSpec) -> SemiConfig:
+    """Stage B's settings of ``spec`` (the semi-supervised LPM); batch size, momentum and weight decay are the
+    joint stage's."""
+    return SemiConfig(
+        epochs=spec.semi_epochs, lr=spec.semi_lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+        batch_size=spec.batch_size, threshold=spec.semi_threshold, lpm_loss=spec.semi_lpm_loss, margin=spec.margin,
+        unlabeled=spec.semi_unlabeled, views=spec.semi_views,
+    )
+
+
+#: The training stages a strategy may ask for by name (:attr:`Strategy.training_stages`), built from a spec.
+STAGES: dict[str, Callable[[RunSpec, bool], Stage]] = {
+    "semi-lpm": lambda spec, progress: SemiSupervisedLPM(semi_config(spec), progress=progress),
+}
+
+
+def build_stages(spec: RunSpec, strategy: Strategy, progress: bool = False) -> list[Stage]:
+    """A cycle's stages for ``spec``: the joint training, then each stage the strategy asks for.
+
+    Raises:
+        UsageError: the strategy names a stage that does not exist.
+    """
+    stages: list[Stage] = [JointTraining(train_config(spec), progress=progress)]
+    for name in strategy.training_stages:
+        if name not in STAGES:
+            raise UsageError(f"strategy {strategy.spec} asks for an unknown training stage {name!r}; known: "
+                             f"{', '.join(sorted(STAGES))}")
+        stages.append(STAGES[name](spec, progress))
+    return stages
 
 
 def build_loop(
@@ -49,8 +83,9 @@ def build_loop(
     """The loop ``spec`` describes, over ``dataset`` (loaded from ``spec.dataset`` when None).
 
     ``initial``, ``query`` and ``cycles`` replace the specification's for a loop driven step by step (a labeling
-    query: as many initial labels as the store holds, ``K`` of this query). The model is built after
-    ``torch.manual_seed(spec.seed)``, so the same seed gives the same initial weights.
+    query: as many initial labels as the store holds, ``K`` of this query). ``stages`` replaces the cycle's
+    training stages (default: :func:`build_stages`, the joint training and whatever the strategy asks for). The
+    model is built after ``torch.manual_seed(spec.seed)``, so the same seed gives the same initial weights.
 
     Raises:
         UsageError: a setting that does not fit the data (layers, budget) or the device.
@@ -69,8 +104,10 @@ def build_loop(
         cycles=spec.cycles if cycles is None else cycles,
         subset=spec.subset, seed=spec.seed, reset=spec.reset, layers=list(spec.layers or default_taps(model)),
         embedding_layer=spec.embedding_layer or embedding_layer(model), lpm_width=spec.lpm_width,
+        drop_easy=spec.drop_easy,
     )
     return ActiveLearningLoop(
         model, dataset, strategy, loop_config, train_config(spec), task=task, oracle=oracle, device=device,
-        progress=progress, stages=stages, precision=Precision(spec.precision, spec.channels_last),
+        progress=progress, stages=stages if stages is not None else build_stages(spec, strategy, progress),
+        precision=Precision(spec.precision, spec.channels_last),
     )

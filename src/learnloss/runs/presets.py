@@ -15,6 +15,12 @@ from learnloss.runs.spec import RunSpec, from_json
 
 __all__ = ["BENCHMARKS", "PRESETS", "available_protocols", "resolve_spec"]
 
+#: Stage B (the semi-supervised LPM) sized for 2 CPU cores: the paper's 30 epochs of fresh views of every unlabeled
+#: image would cost many times the joint stage, so each epoch draws 3,000 unlabeled images and the frozen model runs
+#: over 2 epochs' draws only; the LPM's 30 epochs at lr 0.01 reuse their features (SemiConfig.views). Only
+#: strategies that ask for stage B (ssl-lpm) read these settings.
+_CPU_STAGE_B: dict[str, Any] = {"semi_unlabeled": 3000, "semi_views": 2}
+
 #: Settings of each preset that differ from :class:`RunSpec`'s defaults (the paper's CIFAR-10 recipe).
 PRESETS: dict[str, dict[str, Any]] = {
     # Yoo & Kweon (CVPR 2019), Sec. 4.1: CIFAR-10, ResNet-18, 1k initial + 1k per cycle, M = 10k, 10 cycles.
@@ -32,6 +38,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fmnist-cpu": {
         "dataset": "fashion-mnist", "model": "small-cnn", "dropout": 0.3, "initial": 500, "query": 500, "cycles": 6,
         "subset": 5000, "epochs": 15, "batch_size": 64, "lr": 0.05, "milestones": (12,), "stop_grad_epoch": 9,
+        **_CPU_STAGE_B,
+    },
+    # fmnist-cpu on a long-tailed pool (fashion-mnist-lt: 6,000 ... 60 images per class, ratio 100, 14,886 in all;
+    # balanced test split), the same budgets: the imbalanced setting the semi-supervised LPM paper also evaluates.
+    "fmnist-lt-cpu": {
+        "dataset": "fashion-mnist-lt", "model": "small-cnn", "dropout": 0.3, "initial": 500, "query": 500,
+        "cycles": 6, "subset": 5000, "epochs": 15, "batch_size": 64, "lr": 0.05, "milestones": (12,),
+        "stop_grad_epoch": 9, **_CPU_STAGE_B,
+    },
+    # The semi-supervised LPM's own setting (Hwang, Choi & Choi, IEEE Access 2024, public code): CIFAR-100,
+    # ResNet-18, 2,500 initial + 2,500 per cycle, 6 cycles, the whole pool scored (shortlist 25,000 = 10 K, one
+    # pick per cluster of K = 2,500), stage B 30 epochs at lr 0.01 over every unlabeled image. GPU.
+    "ssl-paper": {
+        "dataset": "cifar100", "strategy": "ssl-lpm", "initial": 2500, "query": 2500, "cycles": 6, "subset": None,
     },
     # The paper's CIFAR-10 recipe (ResNet-18, 1k + 1k x 9, M = 10k, 200 epochs) applied to Fashion-MNIST: GPU.
     "fmnist-paper": {"dataset": "fashion-mnist"},

@@ -24,6 +24,7 @@ __all__ = [
     "PRECISIONS",
     "RESET_POLICIES",
     "RunSpec",
+    "SEMI_SETTINGS",
     "from_json",
     "spec_differences",
 ]
@@ -32,6 +33,9 @@ __all__ = [
 #: Settings that say where a run executes and finds its data, not what it computes: a stored run may be resumed
 #: or counted as done with other values of these.
 LOCATION_SETTINGS = frozenset({"device", "data_dir", "download"})
+
+#: Stage B's settings (the semi-supervised LPM), read only by a run whose strategy asks for that stage.
+SEMI_SETTINGS = frozenset({"semi_epochs", "semi_lr", "semi_threshold", "semi_lpm_loss", "semi_unlabeled", "semi_views"})
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -78,9 +82,21 @@ class RunSpec:
     gamma: float = field(default=0.1, metadata=_doc("LR decay factor"))
     lpm_weight: float = field(default=1.0, metadata=_doc("λ, weight of the loss-prediction loss (Eq. 5)"))
     margin: float = field(default=1.0, metadata=_doc("ξ, margin of the ranking loss (Eq. 2)"))
-    lpm_loss: str = field(default="ranking", metadata=_doc("ranking (Eq. 2) or mse (the paper's ablation)"))
+    lpm_loss: str = field(default="ranking", metadata=_doc(
+        "ranking (the hinge of Eq. 2), logistic (pairwise BCE, RankNet) or mse (the paper's ablation)"))
     stop_grad_epoch: int | None = field(default=120, metadata=_doc("epoch from which the LPM's gradient is cut"))
     augment: bool = field(default=True, metadata=_doc("training augmentation (pad-crop, flip)"))
+    drop_easy: float = field(default=0.0, metadata=_doc(
+        "fraction of labeled samples with the lowest loss (previous cycle's model) the target skips; SSL-LPM code"))
+    # stage B, the semi-supervised LPM (Hwang, Choi & Choi, IEEE Access 2024): run when the strategy asks for it
+    semi_epochs: int = field(default=30, metadata=_doc("stage B: epochs of LPM fine-tuning per querying cycle"))
+    semi_lr: float = field(default=0.01, metadata=_doc("stage B: SGD learning rate of the LPM"))
+    semi_threshold: float = field(default=0.9, metadata=_doc("stage B: τ, confidence a pseudo-label needs"))
+    semi_lpm_loss: str = field(default="logistic", metadata=_doc("stage B: ranking loss (logistic, ranking or mse)"))
+    semi_unlabeled: int | None = field(default=None, metadata=_doc(
+        "stage B: unlabeled samples drawn per epoch (None: all of them)"))
+    semi_views: int | None = field(default=None, metadata=_doc(
+        "stage B: augmentation draws run through the frozen model, the other epochs reuse them (None: every epoch)"))
     # where and how it runs
     device: str = field(default="auto", metadata=_doc("auto, cpu, cuda[:N] or mps"))
     precision: str = field(default="fp32", metadata=_doc("autocast dtype: fp32 (none), bf16 or fp16"))
@@ -100,17 +116,18 @@ class RunSpec:
 
     def validate(self) -> None:
         """Check every setting that needs no data; raise a :class:`UsageError` naming the flag to change."""
-        for name in ("initial", "query", "cycles", "epochs", "batch_size", "lpm_width"):
+        for name in ("initial", "query", "cycles", "epochs", "batch_size", "lpm_width", "semi_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UsageError(f"--{_flag(name)} must be a positive whole number, got {value!r}")
-        for name in ("subset", "image_size"):
+        for name in ("subset", "image_size", "semi_unlabeled", "semi_views"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise UsageError(f"--{_flag(name)} must be positive, got {value!r}")
         if self.subset is not None and self.subset < self.query:
             raise UsageError(f"--subset ({self.subset}) must be at least --query ({self.query})")
-        for name in ("lr", "momentum", "weight_decay", "gamma", "lpm_weight", "margin", "dropout"):
+        for name in ("lr", "momentum", "weight_decay", "gamma", "lpm_weight", "margin", "dropout", "drop_easy", "semi_lr",
+                     "semi_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise UsageError(f"--{_flag(name)} must be a finite non-negative number, got {value!r}")
@@ -118,6 +135,12 @@ class RunSpec:
             raise UsageError("--lr must be positive, got 0")
         if not self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not self.drop_easy < 1:
+            raise UsageError(f"--drop-easy must be a fraction in [0, 1), got {self.drop_easy}")
+        if self.semi_lr == 0:
+            raise UsageError("--semi-lr must be positive, got 0")
+        if not self.semi_threshold <= 1:
+            raise UsageError(f"--semi-threshold must be a probability in [0, 1], got {self.semi_threshold}")
         if self.stop_grad_epoch is not None and (not isinstance(self.stop_grad_epoch, int) or self.stop_grad_epoch < 0):
             raise UsageError(f"--stop-grad-epoch must be an epoch ≥ 0 or 'never', got {self.stop_grad_epoch!r}")
         if any(m < 0 for m in self.milestones):
@@ -141,6 +164,7 @@ class RunSpec:
         build_strategy(self.strategy)
         model_builder(self.model)
         get_lpm_loss(self.lpm_loss)
+        get_lpm_loss(self.semi_lpm_loss)
         if self.task is not None:
             build_task(self.task)
         if self.dataset != "project":  # a labeling project's images are the dataset
@@ -149,13 +173,15 @@ class RunSpec:
     # ----------------------------------------------------------------------------------------- JSON form
 
     def to_dict(self) -> dict[str, Any]:
-        """The specification as plain JSON: ``subset`` None is ``"all"``, ``stop_grad_epoch`` None is ``"never"``,
+        """The specification as plain JSON: ``subset``, ``semi_unlabeled`` and ``semi_views`` None are ``"all"``, ``stop_grad_epoch`` None is ``"never"``,
         tuples are lists. :meth:`from_dict` reads it back."""
         out: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
             out[item.name] = list(value) if isinstance(value, tuple) else value
         out["subset"] = "all" if self.subset is None else self.subset
+        out["semi_unlabeled"] = "all" if self.semi_unlabeled is None else self.semi_unlabeled
+        out["semi_views"] = "all" if self.semi_views is None else self.semi_views
         out["stop_grad_epoch"] = "never" if self.stop_grad_epoch is None else self.stop_grad_epoch
         return out
 
@@ -171,16 +197,27 @@ class RunSpec:
         """A copy with ``changes`` applied and validated."""
         return dataclasses.replace(self, **changes)
 
+    def unused(self) -> frozenset[str]:
+        """Settings this run never reads: stage B's (``semi_*``) unless its strategy asks for that stage."""
+        from learnloss.strategies import build_strategy
+
+        if "semi-lpm" in build_strategy(self.strategy).training_stages:
+            return frozenset()
+        return SEMI_SETTINGS
+
     def comparable(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the settings that say where a run executes (:data:`LOCATION_SETTINGS`)."""
-        return {key: value for key, value in self.to_dict().items() if key not in LOCATION_SETTINGS}
+        """:meth:`to_dict` without the settings that say where a run executes (:data:`LOCATION_SETTINGS`) and those
+        it never reads (:meth:`unused`): two runs that differ only there compute the same thing."""
+        skip = LOCATION_SETTINGS | self.unused()
+        return {key: value for key, value in self.to_dict().items() if key not in skip}
 
 
 def from_json(values: Mapping[str, Any]) -> dict[str, Any]:
     """Settings in :meth:`RunSpec.to_dict`'s JSON form as :class:`RunSpec` field values."""
     out = dict(values)
-    if out.get("subset") == "all":
-        out["subset"] = None
+    for key in ("subset", "semi_unlabeled", "semi_views"):
+        if out.get(key) == "all":
+            out[key] = None
     if out.get("stop_grad_epoch") == "never":
         out["stop_grad_epoch"] = None
     for key in ("milestones", "layers"):
@@ -195,7 +232,8 @@ def _flag(name: str) -> str:
 
 def spec_differences(stored: Mapping[str, Any], requested: RunSpec) -> list[str]:
     """The settings of ``requested`` that a stored specification (``to_dict`` form) contradicts, as
-    ``"name: stored X, requested Y"``; where runs execute (:data:`LOCATION_SETTINGS`) never counts.
+    ``"name: stored X, requested Y"``; where runs execute (:data:`LOCATION_SETTINGS`) and settings the run never
+    reads (:meth:`RunSpec.unused`) never count.
 
     A setting the stored form lacks (it was written before the setting existed) counts as its default, so adding a
     setting whose default reproduces the old behaviour keeps old runs resumable. The one comparison used by bench

@@ -54,6 +54,14 @@ class Strategy(ABC):
     name: ClassVar[str]
     needs: frozenset[Need] = frozenset()
 
+    @property
+    def training_stages(self) -> tuple[str, ...]:
+        """Names of the training stages this strategy needs after the joint stage of each cycle that queries,
+        e.g. ``("semi-lpm",)`` for the semi-supervised LPM of Hwang, Choi & Choi (IEEE Access 2024). The strategy
+        never trains anything itself: the run builder (:func:`learnloss.runs.builder.build_loop`) makes each named
+        stage from the run specification. None by default."""
+        return ()
+
     def check(self, view: ModelView) -> None:
         """Raise a :class:`UsageError` when the strategy cannot work with this model (called before training)."""
 
@@ -136,6 +144,10 @@ class WrapperStrategy(Strategy):
     @property  # a class attribute on plain strategies, read from the inner strategy here
     def needs(self) -> frozenset[Need]:  # type: ignore[override]
         return self.inner.needs
+
+    @property
+    def training_stages(self) -> tuple[str, ...]:
+        return self.inner.training_stages
 
     def check(self, view: ModelView) -> None:
         self.inner.check(view)

@@ -9,7 +9,7 @@ batches with the backbone frozen — by reading what it needs from :class:`Cycle
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -36,6 +36,9 @@ class CycleData:
         unlabeled: pool indices of the unlabeled samples, sorted.
         device: where batches go.
         generator: the loop's CPU generator.
+        query: whether a query follows this cycle's training (False after the last cycle of a run: a stage that
+            only serves the selection, such as the semi-supervised LPM, is skipped).
+        easy: labeled pool indices the target model leaves out this cycle (:attr:`LoopConfig.drop_easy`).
     """
 
     dataset: Dataset
@@ -44,13 +47,17 @@ class CycleData:
     unlabeled: np.ndarray
     device: torch.device
     generator: torch.Generator
+    query: bool = True
+    easy: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
-    def labeled_batches(self, batch_size: int, augment: bool = True) -> ArrayBatches:
+    def labeled_batches(self, batch_size: int, augment: bool = True, without_easy: bool = False) -> ArrayBatches:
         """Shuffled (and, with ``augment``, augmented) batches of the labeled samples with their targets; a last
-        batch of one sample is folded into the one before (BatchNorm cannot train on one sample)."""
+        batch of one sample is folded into the one before (BatchNorm cannot train on one sample). With
+        ``without_easy`` the :attr:`easy` samples are left out."""
         data = self.dataset
+        labeled = np.setdiff1d(self.labeled, self.easy) if without_easy and len(self.easy) else self.labeled
         return ArrayBatches(
-            data.x_train, self.targets, self.labeled, batch_size, data.to_float, self.device, shuffle=self.generator,
+            data.x_train, self.targets, labeled, batch_size, data.to_float, self.device, shuffle=self.generator,
             augment=data.augment if augment else None, merge_singleton=True,
         )
 
@@ -75,7 +82,8 @@ class Stage(Protocol):
 
 class JointTraining:
     """The paper's training: the target and its LPM together on the labeled set (Yoo & Kweon, CVPR 2019, Eq. 5),
-    with the stop-gradient from :attr:`TrainConfig.stop_grad_epoch` on. The default and, today, only stage.
+    with the stop-gradient from :attr:`TrainConfig.stop_grad_epoch` on. The default stage; the labeled samples of
+    :attr:`CycleData.easy` are left out.
 
     Args:
         config: optimiser, schedule and loss settings.
@@ -93,4 +101,5 @@ class JointTraining:
     def run(self, view: ModelView, data: CycleData) -> list[EpochLog]:
         """Train ``view`` jointly on the labeled batches of ``data`` (shuffled and augmented from the loop's
         generator) for the configured epochs."""
-        return self.trainer.fit(view, data.labeled_batches(self.config.batch_size, self.config.augment), self.on_epoch)
+        batches = data.labeled_batches(self.config.batch_size, self.config.augment, without_easy=True)
+        return self.trainer.fit(view, batches, self.on_epoch)
