@@ -1,7 +1,8 @@
 """learnloss: Learning Loss for Active Learning (Yoo & Kweon, CVPR 2019) for any PyTorch model.
 
 Attach a loss prediction module to your model with :func:`attach`, train it jointly with
-:class:`Trainer`, and rank unlabeled samples with :class:`LearningLossStrategy` or any baseline, in an
+:class:`Trainer` (and, semi-supervised, with :class:`SemiSupervisedLPM` — Hwang, Choi & Choi, IEEE Access 2024),
+and rank unlabeled samples with :class:`LearningLossStrategy`, :class:`SSLLPM` or any baseline, in an
 :class:`ActiveLearningLoop` — built by hand, or from a :class:`RunSpec` (:func:`resolve_spec`) with
 :func:`build_loop`. The layers of the package are written down in ARCHITECTURE.md.
 """
@@ -13,9 +14,20 @@ from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.inference.precision import Precision
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.errors import LearnLossError, UsageError
-from learnloss.lpm import FeatureTaps, LearningLoss, LossPredictionModule, attach, margin_ranking_loss, mse_loss
+from learnloss.lpm import (
+    FeatureTaps,
+    LearningLoss,
+    LossPredictionModule,
+    attach,
+    logistic_ranking_loss,
+    margin_ranking_loss,
+    mse_loss,
+)
 from learnloss.strategies import (
+    SSLLPM,
+    Badge,
     CoreSet,
+    DiverseSelection,
     Entropy,
     LearningLossStrategy,
     LeastConfidence,
@@ -28,14 +40,30 @@ from learnloss.strategies import (
     WrapperStrategy,
     build_strategy,
     parse_strategy,
+    shortlist_cluster,
 )
 from learnloss.tasks import ClassificationTask, RegressionTask, Task, build_task
-from learnloss.training import CycleData, JointTraining, Stage, TrainConfig, Trainer
+from learnloss.training import (
+    CycleData,
+    JointTraining,
+    SemiConfig,
+    SemiSupervisedLPM,
+    Stage,
+    TrainConfig,
+    Trainer,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SSLLPM",
     "ActiveLearningLoop",
+    "Badge",
+    "DiverseSelection",
+    "SemiConfig",
+    "SemiSupervisedLPM",
+    "logistic_ranking_loss",
+    "shortlist_cluster",
     "CycleData",
     "HumanOracle",
     "JointTraining",

@@ -136,3 +136,17 @@ def test_export_csv_escapes_formulas(tmp_path):
     export_labels(tmp_path / "proj", tmp_path / "out.csv")
     (row,) = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
     assert row["path"] == "'=evil().png" and row["label"] == "'+a"
+
+
+@pytest.mark.parametrize("strategy", ["ssl-lpm", "diverse(margin)", "badge"])
+def test_a_project_queries_with_the_semi_supervised_and_diverse_strategies(tmp_path, strategy):
+    truth = _images(tmp_path / "photos", "flat")
+    labels = tmp_path / "seed.csv"
+    labels.write_text("path,label\n" + "".join(f"{i}.png,{truth[f'{i}.png']}\n" for i in range(8)))
+    init_project(tmp_path / "proj", images=tmp_path / "photos", classes=["dark", "light"], labels=labels,
+                 settings={**FAST, "semi_epochs": 2, "semi_threshold": 0.0})
+    outcome = query_project(tmp_path / "proj", k=4, strategy=strategy)
+    picked = [item.path for item in outcome.items]
+    assert len(set(picked)) == 4 and not set(picked) & {f"{i}.png" for i in range(8)}
+    with ProjectStore(tmp_path / "proj") as store:
+        assert store.counts()["open_queries"] == 4

@@ -40,6 +40,8 @@ class HumanOracle:
     """People: a query's targets are never known when it is made. They are imported into the project store
     (``learnloss label``), and the journal puts every stored label into the pool when the loop resumes."""
 
+    knows_targets = False
+
     def label(self, indices: np.ndarray) -> None:
         """Nothing yet: the loop records the query as open and stops."""
         return None

@@ -51,7 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ResNet-18, 2,500 initial + 2,500 per cycle, 6 cycles, the whole pool scored (shortlist 25,000 = 10 K, one
     # pick per cluster of K = 2,500), stage B 30 epochs at lr 0.01 over every unlabeled image. GPU.
     "ssl-paper": {
-        "dataset": "cifar100", "strategy": "ssl-lpm", "initial": 2500, "query": 2500, "cycles": 6, "subset": None,
+        # memory-mb: complete linkage on the 25,000 shortlist holds ~16 bytes per pair (strategies/diverse.py)
+        "dataset": "cifar100", "strategy": "ssl-lpm:memory-mb=4800", "initial": 2500, "query": 2500, "cycles": 6, "subset": None,
     },
     # The paper's CIFAR-10 recipe (ResNet-18, 1k + 1k x 9, M = 10k, 200 epochs) applied to Fashion-MNIST: GPU.
     "fmnist-paper": {"dataset": "fashion-mnist"},
