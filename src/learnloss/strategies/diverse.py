@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ __all__ = [
     "Shortlist",
     "max_shortlist",
     "plan_shortlist",
+    "select_diverse",
     "shortlist_cluster",
 ]
 
@@ -239,11 +240,32 @@ class DiverseSelection(WrapperStrategy):
     def select(
         self, candidates: np.ndarray, values: dict[str, np.ndarray], k: int, context: QueryContext
     ) -> np.ndarray:
-        scores, embeddings = values["score"], values["embedding"]
-        check_finite(str(self.spec), candidates, scores)
-        check_embeddings(str(self.spec), candidates, embeddings)
-        self.last_shortlist = plan_shortlist(len(candidates), k, ratio=self.ratio, method=self.method,
-                                             memory_mb=self.memory_mb)
-        positions = shortlist_cluster(scores, embeddings, k, ratio=self.ratio, method=self.method,
-                                      memory_mb=self.memory_mb, rng=context.rng)
-        return candidates[positions]
+        picks, self.last_shortlist = select_diverse(self, candidates, values, k, context)
+        return picks
+
+
+def select_diverse(
+    strategy: DiverseSettings, candidates: np.ndarray, values: dict[str, np.ndarray], k: int,
+    context: QueryContext,
+) -> tuple[np.ndarray, Shortlist]:
+    """The ``k`` pool indices :func:`shortlist_cluster` picks from the kept ``score`` and ``embedding`` values with
+    ``strategy``'s ``ratio``, ``method`` and ``memory_mb``, after checking both are finite; and the shortlist used."""
+    scores, embeddings = values["score"], values["embedding"]
+    check_finite(str(strategy.spec), candidates, scores)
+    check_embeddings(str(strategy.spec), candidates, embeddings)
+    plan = plan_shortlist(len(candidates), k, ratio=strategy.ratio, method=strategy.method,
+                          memory_mb=strategy.memory_mb)
+    positions = shortlist_cluster(scores, embeddings, k, ratio=strategy.ratio, method=strategy.method,
+                                  memory_mb=strategy.memory_mb, rng=context.rng)
+    return candidates[positions], plan
+
+
+class DiverseSettings(Protocol):
+    """What :func:`select_diverse` reads of a strategy."""
+
+    ratio: float
+    method: Method
+    memory_mb: int
+
+    @property
+    def spec(self) -> object: ...

@@ -1,7 +1,8 @@
 """The semi-supervised learning-loss method of Hwang, Choi & Choi as one strategy name.
 
 References:
-    Hwang, Choi & Choi, "Semi-Supervised Learning Loss Prediction for Active Learning", IEEE Access, 2024:
+    Hwang, Choi & Choi, "Enhancing Active Learning with Semi-Supervised Loss Prediction Modules", IEEE Access,
+    2024:
     stage A trains the target model and the loss prediction module (LPM) jointly on the labeled set (Yoo & Kweon,
     CVPR 2019); stage B trains the LPM further, semi-supervised, on the unlabeled pool; the query ranks the pool by
     predicted loss and selects diversely (loss-aware diverse selection: cluster the shortlisted high-loss samples
@@ -15,14 +16,7 @@ import torch
 
 from learnloss.inference import BatchOutputs, Need
 from learnloss.strategies.base import QueryContext, Strategy, check_finite, top_k
-from learnloss.strategies.diverse import (
-    Method,
-    Shortlist,
-    check_embeddings,
-    check_parameters,
-    plan_shortlist,
-    shortlist_cluster,
-)
+from learnloss.strategies.diverse import Method, Shortlist, check_parameters, select_diverse
 
 __all__ = ["SSLLPM"]
 
@@ -77,14 +71,8 @@ class SSLLPM(Strategy):
     def select(
         self, candidates: np.ndarray, values: dict[str, np.ndarray], k: int, context: QueryContext
     ) -> np.ndarray:
-        scores = values["score"]
-        check_finite(str(self.spec), candidates, scores)
         if not self.cluster:
-            return candidates[top_k(scores, k)]
-        embeddings = values["embedding"]
-        check_embeddings(str(self.spec), candidates, embeddings)
-        self.last_shortlist = plan_shortlist(len(candidates), k, ratio=self.ratio, method=self.method,
-                                             memory_mb=self.memory_mb)
-        positions = shortlist_cluster(scores, embeddings, k, ratio=self.ratio, method=self.method,
-                                      memory_mb=self.memory_mb, rng=context.rng)
-        return candidates[positions]
+            check_finite(str(self.spec), candidates, values["score"])
+            return candidates[top_k(values["score"], k)]
+        picks, self.last_shortlist = select_diverse(self, candidates, values, k, context)
+        return picks
