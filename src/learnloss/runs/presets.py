@@ -75,7 +75,14 @@ _CPU_ARMS = (
     "random", "entropy", "margin", "core-set", "learning-loss", "learning-loss:lpm-loss=mse", "true-loss",
     "baal-entropy", "baal-bald",
 )
+#: The arms of the semi-supervised LPM's evidence (issue 9): the baselines, BADGE, learning loss, the full
+#: method and its two ablations (``ssl-lpm:semi=false`` selects exactly as ``diverse(learning-loss)``).
+_SSL_ARMS = (
+    "random", "entropy", "margin", "badge", "learning-loss", "ssl-lpm:semi=false", "ssl-lpm", "ssl-lpm:cluster=false",
+)
 BENCHMARKS: dict[str, dict[str, Any]] = {
+    "fmnist-lt-cpu": {"arms": _SSL_ARMS, "seeds": (0, 1, 2)},
+    "ssl-paper": {"arms": ("random", "margin", "learning-loss", "ssl-lpm:memory-mb=4800"), "seeds": (0, 1, 2)},
     "quick": {"arms": _CPU_ARMS, "seeds": (0, 1, 2, 3, 4)},
     "fmnist-cpu": {"arms": _CPU_ARMS, "seeds": (0, 1, 2)},
     "fmnist-paper": {"arms": ("random", "entropy", "learning-loss"), "seeds": (0, 1, 2)},
