@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,3 +40,22 @@ def make_dataset(n_train: int = 120, n_test: int = 60, seed: int = 0) -> Dataset
     x_train, y_train = split(n_train)
     x_test, y_test = split(n_test)
     return Dataset("tiny", x_train, y_train, x_test, y_test, ["a", "b", "c"], AugmentSpec(pad=1, flip=True))
+
+
+def init_grey_project(tmp_path: Path) -> tuple[int, np.random.Generator]:
+    """``learnloss init`` of ``tmp_path/proj``: 30 random grey 8x8 images in ``tmp_path/photos``, classes a and b,
+    the first 6 labeled alternately, 2 epochs. Returns the exit code and the image generator (for more images)."""
+    from PIL import Image
+
+    from learnloss.cli.main import main
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(root / f"{i}.png")
+    seed = tmp_path / "seed.csv"
+    seed.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(6)))
+    code = main(["init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b", "--labels", str(seed),
+                 "--image-size", "8", "--epochs", "2"])
+    return code, rng

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from learnloss.cli.main import main
+from tests_support import init_grey_project
 from learnloss.jsonio import write_json
 from learnloss.runs.experiment import run_experiment
 from learnloss.runs.presets import resolve_spec
@@ -34,15 +35,8 @@ def run(tmp_path_factory):
 @pytest.fixture
 def project(tmp_path, capsys):
     """A project of 30 grey 8x8 images, classes a and b, 6 labeled, no test items; one query trained cycle 0."""
-    root = tmp_path / "photos"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(30):
-        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(root / f"{i}.png")
-    seed = tmp_path / "seed.csv"
-    seed.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(6)))
-    assert main(["init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b", "--labels", str(seed),
-                 "--image-size", "8", "--epochs", "2"]) == 0
+    code, rng = init_grey_project(tmp_path)
+    assert code == 0
     assert main(["query", str(tmp_path / "proj"), "--k", "4", "--quiet", "--device", "cpu"]) == 0
     labeled = tmp_path / "labeled"
     for name in ("a", "b"):

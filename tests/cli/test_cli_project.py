@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from learnloss.cli.main import main
+from tests_support import init_grey_project
 
 
 @pytest.fixture
 def project(tmp_path, capsys):
-    root = tmp_path / "photos"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(30):
-        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(root / f"{i}.png")
-    seed = tmp_path / "seed.csv"
-    seed.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(6)))
-    code = main(["init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b", "--labels", str(seed),
-                 "--image-size", "8", "--epochs", "2"])
+    code, _ = init_grey_project(tmp_path)
     assert code == 0
     assert "30 pool and 0 test images, 6 labeled" in capsys.readouterr().out
     return tmp_path / "proj"

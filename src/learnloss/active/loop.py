@@ -8,6 +8,7 @@ cycle, scores a random subset of ``M`` unlabeled samples and labels the top ``K`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -247,9 +248,7 @@ class ActiveLearningLoop:
         follows, and the labeled samples the target model leaves out (``easy``)."""
         data = CycleData(self.dataset, self.pool.targets, self.pool.labeled_indices, self.pool.unlabeled_indices,
                          self.device, self._generator, query=query)
-        if easy is not None:
-            data.easy = easy
-        return data
+        return data if easy is None else dataclasses.replace(data, easy=easy)
 
     def easiest_labeled(self) -> np.ndarray:
         """The :attr:`LoopConfig.drop_easy` fraction of the labeled set with the lowest loss under the current

@@ -54,20 +54,14 @@ def _from_files(name: str, build: Callable[[dict[str, Path]], Dataset]) -> Loade
     return load
 
 
+_fashion_mnist = partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_CLASSES, AugmentSpec(pad=2, flip=True))
+
 _LOADERS: dict[str, Loader] = {
     "digits": lambda data_dir, download: load_digits(),
     "diabetes": lambda data_dir, download: load_diabetes(),
     "mnist": _from_files("mnist", partial(load_idx_dataset, "mnist", MNIST_CLASSES, AugmentSpec(pad=2))),
-    "fashion-mnist": _from_files(
-        "fashion-mnist",
-        partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_CLASSES, AugmentSpec(pad=2, flip=True)),
-    ),
-    "fashion-mnist-lt": _from_files(
-        "fashion-mnist",
-        lambda files: long_tail(
-            load_idx_dataset("fashion-mnist", FASHION_MNIST_CLASSES, AugmentSpec(pad=2, flip=True), files), 100.0
-        ),
-    ),
+    "fashion-mnist": _from_files("fashion-mnist", _fashion_mnist),
+    "fashion-mnist-lt": _from_files("fashion-mnist", lambda files: long_tail(_fashion_mnist(files), 100.0)),
     "cifar10": _from_files("cifar10", load_cifar10),
     "cifar100": _from_files("cifar100", load_cifar100),
     "tiny-imagenet": _from_files("tiny-imagenet", load_tiny_imagenet),

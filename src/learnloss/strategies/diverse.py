@@ -133,7 +133,13 @@ def shortlist_cluster(
         raise ValueError(f"expected ({n}, d) embeddings for {n} scores, got shape {embeddings.shape}")
     if not 1 <= k <= n:
         raise ValueError(f"cannot pick {k} of {n} candidates")
-    plan = plan_shortlist(n, k, ratio=ratio, method=method, memory_mb=memory_mb)
+    return _cluster_shortlist(scores, embeddings, k, plan_shortlist(n, k, ratio=ratio, method=method,
+                                                                    memory_mb=memory_mb), method, rng)
+
+
+def _cluster_shortlist(scores: np.ndarray, embeddings: np.ndarray, k: int, plan: Shortlist, method: str,
+                       rng: np.random.Generator) -> np.ndarray:
+    """:func:`shortlist_cluster` with its shortlist already planned."""
     ranked = top_k(scores, plan.size)  # positions, highest score first, ties by position
     if plan.size == k:  # every shortlisted candidate is its own cluster
         return ranked
@@ -255,9 +261,7 @@ def select_diverse(
     check_embeddings(str(strategy.spec), candidates, embeddings)
     plan = plan_shortlist(len(candidates), k, ratio=strategy.ratio, method=strategy.method,
                           memory_mb=strategy.memory_mb)
-    positions = shortlist_cluster(scores, embeddings, k, ratio=strategy.ratio, method=strategy.method,
-                                  memory_mb=strategy.memory_mb, rng=context.rng)
-    return candidates[positions], plan
+    return candidates[_cluster_shortlist(scores, embeddings, k, plan, strategy.method, context.rng)], plan
 
 
 class DiverseSettings(Protocol):

@@ -170,13 +170,11 @@ class SemiSupervisedLPM:
             lpm.train(lpm_mode)
             view.clear()
 
-    def _unlabeled_stream(self, data: CycleData) -> Iterator[int]:
+    def _unlabeled_stream(self, data: CycleData) -> _Reshuffled:
         """Pool indices of the unlabeled samples in a shuffled order, reshuffled each time it runs out."""
-        pool = torch.as_tensor(np.asarray(data.unlabeled, dtype=np.int64))
-        while True:
-            yield from pool[torch.randperm(len(pool), generator=data.generator)].tolist()
+        return _Reshuffled(torch.as_tensor(np.asarray(data.unlabeled, dtype=np.int64)), data.generator)
 
-    def _draw(self, view: ModelView, data: CycleData, labeled: ArrayBatches, unlabeled: Iterator[int],
+    def _draw(self, view: ModelView, data: CycleData, labeled: ArrayBatches, unlabeled: _Reshuffled,
               step_size: int) -> Iterator[_Step]:
         """One epoch of steps through the frozen model: each labeled batch with ``step_size`` unlabeled samples,
         their weak and strong views drawn afresh, all three in one forward pass (eval mode: they do not
@@ -185,7 +183,7 @@ class SemiSupervisedLPM:
         assert view.learning_loss is not None and dataset.mean is not None and dataset.std is not None
         mean, std = dataset.mean.to(device), dataset.std.to(device)
         for _, inputs, targets in labeled:
-            index = torch.tensor([next(unlabeled) for _ in range(step_size)], dtype=torch.int64)
+            index = unlabeled.take(step_size)
             raw = dataset.x_train[index.to(dataset.x_train.device)].to(device, non_blocking=True)
             pixels = raw.float().div_(255.0)
             weak = augment_batch(pixels, dataset.augment, generator=data.generator)
@@ -265,6 +263,28 @@ class SemiSupervisedLPM:
                 self.on_epoch(log)
             epochs.set_postfix(confident=f"{log.confident:.2f}")
         return logs
+
+
+class _Reshuffled:
+    """An endless stream of ``pool`` in shuffled order, drawn a slice at a time; a new permutation (from
+    ``generator``) is drawn only when the current one runs out, so the generator is used as a per-sample stream
+    would use it."""
+
+    def __init__(self, pool: torch.Tensor, generator: torch.Generator) -> None:
+        self.pool, self.generator = pool, generator
+        self.order, self.position = pool[:0], 0
+
+    def take(self, count: int) -> torch.Tensor:
+        """The next ``count`` pool indices."""
+        parts = []
+        while count > 0:
+            if self.position == len(self.order):
+                self.order, self.position = self.pool[torch.randperm(len(self.pool), generator=self.generator)], 0
+            part = self.order[self.position:self.position + count]
+            parts.append(part)
+            self.position += len(part)
+            count -= len(part)
+        return torch.cat(parts)
 
 
 @dataclass
