@@ -33,7 +33,8 @@ def atomic_write(path: str | os.PathLike[str], binary: bool = False) -> Iterator
     the temporary file is removed and ``path`` is untouched.
 
     Raises:
-        OSError: the directory does not exist or is not writable.
+        OSError: the directory does not exist or is not writable, or a write failed (no space left...); an error
+            of a write that names no file is raised again naming ``path``.
     """
     target = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -47,6 +48,12 @@ def atomic_write(path: str | os.PathLike[str], binary: bool = False) -> Iterator
         with contextlib.suppress(OSError):  # mkstemp creates 0600; give the file ordinary permissions
             os.chmod(tmp, (target.stat().st_mode & 0o777) if target.exists() else 0o644)
         os.replace(tmp, target)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if error.filename is None:  # a failed write() names no file; the caller's message should name the target
+            raise OSError(error.errno, error.strerror, str(target)) from error
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

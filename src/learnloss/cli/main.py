@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from learnloss.errors import LearnLossError, UsageError
+from learnloss.cli.boundary import EXIT_USAGE, guarded
+from learnloss.errors import UsageError
 
 if TYPE_CHECKING:
     from learnloss.runs.bench import Arm
 
-EXIT_USAGE = 2
+__all__ = ["EXIT_USAGE", "build_parser", "main", "parse_arm"]
 
 
 def _positive_int(text: str) -> int:
@@ -437,17 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    try:
-        commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
-                    "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
-                    "predict": cmd_predict}
-        return commands[args.command](args)
-    except LearnLossError as error:
-        print(f"learnloss: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("learnloss: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
+                "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
+                "predict": cmd_predict}
+    return guarded(lambda: commands[args.command](args))
 
 
 if __name__ == "__main__":
