@@ -105,3 +105,50 @@ def test_pool_refuses_inconsistent_labels_atomically():
         with pytest.raises(UsageError):
             pool.add_labels(indices, labels, cycle=1)
     assert pool.n_labeled == 2 and pool.labeled_indices.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["true-loss", "stochastic(true-loss)"])
+def test_true_loss_without_ground_truth_is_refused_before_any_training(strategy, monkeypatch):
+    from learnloss.active.oracle import HumanOracle
+    from learnloss.runs.builder import build_loop
+    from learnloss.runs.presets import resolve_spec
+    from learnloss.training.stages import JointTraining
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained before refusing the strategy")
+
+    monkeypatch.setattr(JointTraining, "run", never)
+    message = "ranks by the true loss of unlabeled samples, which only a simulation knows; choose another strategy"
+    with pytest.raises(UsageError, match=message):
+        ActiveLearningLoop(TinyNet(), make_dataset(), build_strategy(strategy),
+                           LoopConfig(initial=20, query=10, cycles=2, layers=["conv", "hidden"], embedding_layer="hidden"),
+                           TrainConfig(epochs=1), oracle=HumanOracle())
+    # the builder refuses it before the data is even loaded (this data set does not exist)
+    spec = resolve_spec("quick", {"strategy": strategy, "dataset": "npz", "data_dir": "/nonexistent/data.npz"})
+    with pytest.raises(UsageError, match=message):
+        build_loop(spec, oracle=HumanOracle())
+    monkeypatch.undo()
+    assert _loop("true-loss", cycles=2).run()[0].selected, "a simulation may still use it"
+
+
+def test_a_snapshot_that_does_not_fit_changes_nothing():
+    from learnloss.active.loop import SnapshotError
+
+    loop, other = _loop(), _loop(seed=3)
+    other.run()
+    before, state = _weights(loop), loop.snapshot()
+    good = other.snapshot()
+    bad_shape = {**good, "modules": [dict(good["modules"][0], **{"fc.weight": torch.zeros(2, 2)}), *good["modules"][1:]]}
+    missing = {**good, "modules": [{k: v for k, v in good["modules"][0].items() if k != "fc.bias"},
+                                   *good["modules"][1:]]}
+    bad_stream = {**good, "numpy": {**good["numpy"], "subset": "{not json"}}
+    for snapshot, match in ((bad_shape, r"fc.weight is \(2, 2\) in the snapshot, \(3, 16\) in the model"),
+                            (missing, "missing fc.bias"), (bad_stream, "subset random stream is malformed"),
+                            ({**good, "modules": good["modules"][:1]}, "1 module states, the loop has 2"),
+                            ({**good, "generator": torch.zeros(3)}, "training random stream")):
+        with pytest.raises(SnapshotError, match=match):
+            loop.restore(snapshot)
+        assert all(torch.equal(a, b) for a, b in zip(_weights(loop), before))
+        assert loop.snapshot()["numpy"] == state["numpy"]
+    loop.restore(good)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(loop), _weights(other)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,31 @@ def test_truncated_pickle(tmp_path: Path) -> None:
     meta.write_bytes(meta.read_bytes()[:20])
     with pytest.raises(DatasetFormatError, match="not a valid pickle"):
         load_dataset("cifar10", tmp_path, download=False)
+
+
+def _as_python2(data: bytes) -> bytes:
+    """A protocol-3 pickle rewritten as Python 2's cPickle and numpy 1.x wrote the official files: protocol 2, every
+    string a ``BINSTRING`` / ``SHORT_BINSTRING`` (bytes once loaded with ``encoding='bytes'``), booleans as the
+    integers 0 and 1 (``numpy.dtype('u1', 0, 1)``)."""
+    ops = list(pickletools.genops(data))
+    out = bytearray(b"\x80\x02")
+    for i, (op, arg, pos) in enumerate(ops):
+        chunk = data[pos : ops[i + 1][2] if i + 1 < len(ops) else len(data)]
+        if op.name in ("SHORT_BINBYTES", "BINBYTES", "SHORT_BINUNICODE", "BINUNICODE"):
+            text = arg if isinstance(arg, bytes) else arg.encode("ascii")
+            chunk = (b"U" + bytes([len(text)]) if len(text) < 256 else b"T" + struct.pack("<i", len(text))) + text
+        elif op.name in ("NEWFALSE", "NEWTRUE"):
+            chunk = b"K\x01" if op.name == "NEWTRUE" else b"K\x00"
+        if op.name != "PROTO":
+            out += chunk
+    return bytes(out)
+
+
+def test_python2_style_batches(tmp_path: Path) -> None:
+    arrays = write_cifar10(tmp_path, per_batch=200)  # 600 KiB of images: byte strings too large to copy
+    for path in (tmp_path / "cifar-10-batches-py").iterdir():
+        path.write_bytes(_as_python2(path.read_bytes()))
+    assert b"\x80\x02" == (tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes()[:2]
+    ds = load_dataset("cifar10", tmp_path, download=False)
+    assert torch.equal(ds.x_train, torch.from_numpy(arrays["x_train"]))
+    assert ds.classes[3] == "class3"

@@ -38,6 +38,7 @@ def test_read_idx_round_trip(tmp_path: Path, dtype: str, gz: bool) -> None:
         (b"\x01\x00\x08\x01\x00\x00\x00\x01\x07", "not an IDX file"),
         (b"\x00\x00\x42\x01\x00\x00\x00\x01\x07", "not an IDX file"),
         (b"\x00\x00\x08\x03\x00\x00\x00\x02", "header truncated"),
+        (b"\x00\x00\x08\x43" + b"\x00\x00\x00\x01" * 67, "67 dimensions"),
         (idx_bytes(np.zeros((3, 4, 4), np.uint8))[:-5], "truncated or corrupt"),
         (idx_bytes(np.zeros(3, np.uint8)) + b"\x00", "truncated or corrupt"),
         (gzip.compress(idx_bytes(np.zeros(30, np.uint8)))[:-12], "cannot read or decompress"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ from datafakes import TINY_COLORS, TINY_WNIDS, write_image, write_tiny_imagenet
 from PIL import Image
 
 from learnloss.data import load_dataset
+from learnloss.data.images import probe_images, read_header, read_images
+from learnloss.data.limits import ResourceLimitError
 from learnloss.errors import DatasetFormatError, DatasetNotFoundError
 
 
@@ -112,3 +116,85 @@ def test_imagefolder_unreadable_image(tmp_path: Path) -> None:
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DatasetFormatError, match=r"broken.png: cannot read the image"):
         load_dataset("imagefolder", tmp_path)
+
+
+# ------------------------------------------------------------------------------------ hostile image files
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` × ``height`` RGB pixels in a few dozen bytes (its pixel data is missing)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+
+
+def test_a_huge_declared_size_is_refused_from_the_header(tmp_path: Path) -> None:
+    """The issue's 15000 × 11000 header: refused before any decoding or allocation, naming the setting."""
+    path = tmp_path / "big.png"
+    path.write_bytes(png_header_only(15000, 11000))
+    for call in (lambda: read_header(path), lambda: probe_images([path]),
+                 lambda: read_images([path], "RGB", (8, 8), resize=True)):
+        with pytest.raises(ResourceLimitError) as info:
+            call()
+        message = str(info.value)
+        assert "big.png" in message and "LEARNLOSS_MAX_IMAGE_PIXELS" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("limit", ["50", "20"])  # 64 pixels: Pillow's warning (over the limit), its error (2×)
+def test_pillows_bomb_guard_follows_the_setting_and_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 limit: str) -> None:
+    write_image(tmp_path / "a.png", 7, size=(8, 8), mode="L")
+    monkeypatch.setenv("LEARNLOSS_MAX_IMAGE_PIXELS", limit)
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ResourceLimitError, match=r"a.png: .*LEARNLOSS_MAX_IMAGE_PIXELS"):
+        read_images([tmp_path / "a.png"], "L", (8, 8))
+    assert Image.MAX_IMAGE_PIXELS == before, "Pillow's global limit must be restored"
+    monkeypatch.setenv("LEARNLOSS_MAX_IMAGE_PIXELS", "64")
+    assert read_images([tmp_path / "a.png"], "L", (8, 8))[0, 0, 0, 0] == 7
+
+
+def test_the_decoded_size_is_checked_before_allocating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_image(tmp_path / "a.png", 7, size=(8, 8), mode="L")
+    monkeypatch.setenv("LEARNLOSS_MAX_BYTES", "1000")
+    with pytest.raises(ResourceLimitError, match=r"1000 images of 32x32 pixels with 3 channel\(s\).*LEARNLOSS_MAX_BYTES"):
+        read_images([tmp_path / "a.png"] * 1000, "RGB", (32, 32), resize=True)
+    _folder(tmp_path / "set", {"a": 3, "b": 3})
+    with pytest.raises(ResourceLimitError, match="imagefolder: .*6 images of 12x10"):
+        load_dataset("imagefolder", tmp_path / "set")
+
+
+def test_a_truncated_image_is_one_line_naming_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    assert read_header(tmp_path / "cut.png").size == (64, 64)  # the header is intact
+    for resize in (False, True):
+        with pytest.raises(DatasetFormatError) as info:
+            read_images([tmp_path / "full.png", tmp_path / "cut.png"], "RGB", (64, 64) if not resize else (8, 8),
+                        resize=resize)
+        message = str(info.value)
+        assert "cut.png: the image file is truncated" in message and "replace it" in message
+
+
+@pytest.mark.parametrize("content", [b"", b"GIF89a", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, b"BM" + b"\xff" * 60,
+                                     png_header_only(0, 5)])
+def test_garbage_images_are_dataset_errors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    with pytest.raises((DatasetFormatError, ResourceLimitError), match="x.png: "):
+        read_images([path], "L", (4, 4), resize=True)
+
+
+def test_headers_say_which_images_are_grey(tmp_path: Path) -> None:
+    modes = ("1", "L", "LA", "I;16", "RGB", "RGBA", "P")
+    for mode in modes:
+        Image.new(mode, (4, 3)).save(tmp_path / f"{mode.replace(';', '_')}.png")
+    grey = {mode: read_header(tmp_path / f"{mode.replace(';', '_')}.png").grey for mode in modes}
+    assert grey == {"1": True, "L": True, "LA": True, "I;16": True, "RGB": False, "RGBA": False, "P": False}
+    assert read_header(tmp_path / "L.png").size == (4, 3)
+    with pytest.raises(DatasetFormatError, match=r"^nowhere: cannot read the file"):
+        read_header(tmp_path / "missing.png", where="nowhere")

@@ -98,3 +98,33 @@ def test_npz_file_errors(tmp_path: Path) -> None:
     _save(tmp_path / "s.npz", np.array([["a"]] * 3), np.array([["a"]] * 3))
     with pytest.raises(DatasetFormatError, match="numeric"):
         load_dataset("npz", tmp_path / "s.npz")
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", ">i2", "|b1", "|u1"])
+def test_npz_byte_orders_and_memory_orders(tmp_path: Path, order: str, dtype: str) -> None:
+    """Members are streamed chunk by chunk: Fortran-ordered and big-endian arrays come back exactly."""
+    x = (np.arange(6 * 8 * 9 * 3).reshape(6, 8, 9, 3) % 7).astype(dtype)
+    x = np.asfortranarray(x) if order == "F" else x
+    y = np.asfortranarray((np.arange(6) % 3).astype(">i4")[:, None])
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:2], y_test=np.arange(2))
+    ds = load_dataset("npz", tmp_path / "d.npz")
+    assert ds.x_train.dtype == (torch.uint8 if dtype == "|u1" else torch.float32)
+    np.testing.assert_array_equal(ds.x_train.numpy().transpose(0, 2, 3, 1), x.astype(ds.x_train.numpy().dtype))
+    assert ds.y_train.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_npz_byte_string_class_names(tmp_path: Path) -> None:
+    x = np.zeros((6, 2), np.float32)
+    _save(tmp_path / "d.npz", x, x, classes=np.array([b"cat", b"dog", "gn\u00fa".encode()]))
+    assert load_dataset("npz", tmp_path / "d.npz").classes == ["cat", "dog", "gn\u00fa"]
+
+
+def test_npz_counts_checked_from_headers(tmp_path: Path) -> None:
+    x = np.zeros((6, 2), np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(5, int), x_test=x, y_test=np.zeros(6, int))
+    with pytest.raises(DatasetFormatError, match="x_train holds 6 inputs but y_train 5 labels"):
+        load_dataset("npz", tmp_path / "d.npz")
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(6, int), x_test=x[:, :1], y_test=np.zeros(6, int))
+    with pytest.raises(DatasetFormatError, match=r"x_train inputs have shape \(2,\) but x_test inputs \(1,\)"):
+        load_dataset("npz", tmp_path / "d.npz")

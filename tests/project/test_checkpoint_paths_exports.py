@@ -10,11 +10,18 @@ import pickle
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from learnloss.errors import UsageError
 from learnloss.project.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from learnloss.project.exports import QueriedItem, escape_cell, unescape_cell, write_csv, write_query_batch
+from learnloss.project.exports import (
+    QueriedItem, csv_records, escape_cell, read_table, unescape_cell, write_csv, write_query_batch,
+)
 from learnloss.project.importer import import_labels
-from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
+from learnloss.project.paths import (
+    AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, resolve_inside, safe_relative,
+)
 
 
 def test_checkpoint_round_trip_and_checksum(tmp_path):
@@ -132,3 +139,66 @@ def test_a_batch_without_scores_writes_valid_json_and_empty_cells(store, tmp_pat
     assert [row["score"] for row in rows] == ["", "", ""]
     assert [row["confidence"] for row in rows] == ["0.6100", "", ""]
     assert "nan" not in paths["csv"].read_text().lower()
+
+
+# ------------------------------------------------------------------------------------------ item names
+
+
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("a\\b.png", "backslash"), (" a.png", "whitespace"), ("a.png ", "whitespace"), ("dir /a.png", "whitespace"),
+    ("a\u00a0.png\u3000", "whitespace"), ("a\nb.png", "U+000A"), ("a\tb.png", "U+0009"), ("a\x7fb.png", "U+007F"),
+    ("a\u2028b.png", "U+2028"), ("evil\u202egnp.exe", "U+202E"), ("a\udcffb.png", "not valid UTF-8"),
+    ("'=x.png", "spreadsheet escape"), ("''+x.png", "spreadsheet escape"),
+])
+def test_names_no_command_could_address_are_explained(name, fragment):
+    problem = name_problem(name)
+    assert problem is not None and fragment in problem and "rename" in problem
+
+
+@pytest.mark.parametrize("name", ["=a.png", "+b.png", "-c.png", "@d.png", "'s-Hertogenbosch.png", "x,y \"q\".png",
+                                  "caf\u00e9.png", "cafe\u0301.png", "d\u00e9j\u00e0/vu #1 ?.png", "\u732b.png"])
+def test_names_that_work_end_to_end_are_accepted(name):
+    assert name_problem(name) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("'=+-@\t\rab,\" "), max_size=8))
+def test_escaping_a_cell_is_undone_exactly(text):
+    escaped = escape_cell(text)
+    assert unescape_cell(escaped) == text
+    assert not escaped.lstrip("'").startswith(("=", "+", "-", "@", "\t", "\r")) or escaped.startswith("'")
+
+
+def test_the_locator_finds_files_whatever_their_normalisation(tmp_path):
+    root = tmp_path / "root"
+    (root / "cafe\u0301").mkdir(parents=True)  # NFD on disk, as macOS writes it
+    (root / "cafe\u0301" / "e\u0301te\u0301.png").write_bytes(b"x")
+    (root / "plain.png").write_bytes(b"x")
+    locator = ItemLocator(root)
+    found = locator.find("caf\u00e9/\u00e9t\u00e9.png")
+    assert found.is_file() and found == root / "cafe\u0301" / "e\u0301te\u0301.png"
+    assert locator.find("plain.png") == root / "plain.png"
+    assert not locator.find("missing/x.png").exists()
+    (root / "\u00e9.png").write_bytes(b"x")
+    (root / "e\u0301.png").write_bytes(b"y")
+    with pytest.raises(AmbiguousNameError, match="differ only in their Unicode normalisation; rename all but one"):
+        ItemLocator(root).find("\u00e9.png", "item 3")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"x")
+    (root / "link.png").symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="leads outside the data root"):
+        ItemLocator(root).find("link.png")
+
+
+def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path):
+    text = 'path,label\n\na.png,x\n"b\nc.png",y\r\n\r\nd.png\n'
+    assert [number for number, _ in csv_records(text)] == [1, 2, 3, 4, 5, 6]
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(("\ufeff" + text).encode("utf-8"))
+    header, rows = read_table(manifest)
+    assert header == ["path", "label"]
+    assert rows == [(3, {"path": "a.png", "label": "x"}), (4, {"path": "b\nc.png", "label": "y"}),
+                    (6, {"path": "d.png", "label": ""})]
+    manifest.write_text("path,PATH\na,b\n")
+    with pytest.raises(UsageError, match="row 1: the header repeats the column"):
+        read_table(manifest)

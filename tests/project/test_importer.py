@@ -91,7 +91,25 @@ BAD_FILES = [
     ("bad.csv", "id,label\n1,wolf\n", "row 2: unknown class 'wolf'; the classes are bird, cat, dog"),
     ("bad.csv", "id,label\n1,\n", "row 2: no label"),
     ("bad.csv", "id,label\n,\n", "row 2: empty row"),
-    ("bad.csv", "id,label\nx1,cat\n", "row 2: id 'x1' is not a whole number"),
+    ("bad.csv", "id,label\nx1,cat\n", "row 2: id 'x1' is not a whole number in plain digits 0-9"),
+    ("bad.csv", "id,label\n+1,cat\n", "row 2: id '+1' is not a whole number in plain digits 0-9"),
+    ("bad.csv", "id,label\n1_0,cat\n", "row 2: id '1_0' is not a whole number"),
+    ("bad.csv", "id,label\n\u0661,cat\n", "row 2: id '\u0661' is not a whole number"),  # Arabic-Indic one
+    ("bad.csv", "id,label\n\uff11,cat\n", "row 2: id '\uff11' is not a whole number"),  # fullwidth one
+    ("bad.csv", "id,label\n1 0,cat\n", "row 2: id '1 0' is not a whole number"),
+    ("bad.csv", "id,label\n-1,cat\n", "row 2: id '-1' is not a whole number"),
+    ("bad.csv", "id,label\n" + "9" * 5000 + ",cat\n", "row 2: unknown id 99999999999999999999… (5000 digits)"),
+    ("bad.csv", "id,label\n\n\n999,cat\n", "row 4: unknown id 999"),  # blank lines are rows in a spreadsheet
+    ("bad.csv", "path,label\n\"img/0.png\",\"two\nlines\"\n999.png,cat\n", "row 3: unknown path '999.png'"),
+    ("bad.csv", "id,label\n1,cat\n2,\"dog\n", "row 3: malformed CSV"),
+    ("bad.json", json.dumps([{"id": 1.0, "label": "cat"}]), "entry 1: id '1.0' is not a whole number"),
+    ("bad.json", json.dumps([{"id": -3, "label": "cat"}]), "entry 1: id '-3' is not a whole number"),
+    ("bad.json", json.dumps([{"id": True, "label": "cat"}]), "entry 1: id, path and label must be text or numbers"),
+    ("bad.json", "[" * 100_000 + "]" * 100_000, "malformed JSON: nested too deeply"),
+    ("bad.json", '[{"id": ' + "1" * 5000 + ', "label": "cat"}]', "malformed JSON: it holds a number with thousands"),
+    ("bad.json", json.dumps([{"id": 10**40, "label": "cat"}]), "entry 1: unknown id 10000000000000000000… (41 digits)"),
+    ("bad.json", json.dumps({"cycle": 0, "items": [{"id": 1, "path": "img/0.png", "label": None}]}),
+     "entry 1: no label; fill it in or delete the entry"),
     ("bad.csv", "id,label\n1,cat,extra\n", "row 2: too many cells"),
     ("bad.csv", "id,label\n1\n", "row 2: too few cells"),
     ("bad.csv", "name,class\n1,cat\n", "header: needs a 'label' column"),
@@ -101,6 +119,7 @@ BAD_FILES = [
     ("bad.csv", "path,label\n/etc/passwd,cat\n", "is absolute"),
     ("bad.json", "[{\"id\": 1, \"label\": \"cat\"}", "malformed JSON"),
     ("bad.json", "{\"id\": 1}", "must be a list"),
+    ("bad.json", "{\"items\": 3}", "or the query-N.json that learnloss query wrote"),
     ("bad.json", "[]", "holds no labels"),
     ("bad.json", "[1, 2]", "entry 1: expected an object"),
     ("bad.json", "[{\"id\": [1], \"label\": \"cat\"}]", "entry 1: id, path and label must be text or numbers"),
@@ -203,3 +222,105 @@ def test_malformed_label_studio_tasks_are_reported(store, tmp_path, task):
     with pytest.raises(LabelFileError, match="task 1: "):
         import_labels(store, _write(tmp_path, "ls.json", json.dumps([{"data": {"learnloss_id": 1}, **task}])))
     assert store.current_labels() == {}
+
+
+def test_ids_may_carry_surrounding_whitespace_as_any_cell(store, tmp_path):
+    summary = import_labels(store, _write(tmp_path, "s.csv", "id,label\n 1 ,cat\n\t2\t, dog \n"))
+    assert summary.added == 2 and store.current_labels() == {1: "cat", 2: "dog"}
+
+
+def test_a_filled_in_query_json_is_importable(store, tmp_path):
+    """``exports/query-N.json`` as ``learnloss query`` writes it, with its labels filled in."""
+    from learnloss.project.exports import QueriedItem, write_query_batch
+
+    items = [QueriedItem(2, "img/1.png", 1, 3.5, "dog", 0.61), QueriedItem(5, "img/4.png", 2, None, "cat", None)]
+    paths = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
+    document = json.loads(paths["json"].read_text(encoding="utf-8"))
+    for item, label in zip(document["items"], ("bird", "cat")):
+        item["label"] = label
+    paths["json"].write_text(json.dumps(document), encoding="utf-8")
+    summary = import_labels(store, paths["json"])
+    assert summary.added == 2 and store.current_labels() == {2: "bird", 5: "cat"}
+    assert {h["source"] for h in store.label_history()} == {"import:json"}
+
+
+def test_paths_and_labels_match_in_unicode_nfc(store, tmp_path):
+    nfc_name, nfd_name = "caf\u00e9/\u00e9t\u00e9.png", "cafe\u0301/e\u0301te\u0301.png"
+    with store.transaction() as db:
+        store.add_items(db, [nfc_name])
+        store.add_classes(db, ["\u00e9l\u00e9phant"])
+    (item_id,) = [i for i, source in store.items() if source == nfc_name]
+    import_labels(store, _write(tmp_path, "n.csv", f"path,label\n{nfd_name},e\u0301le\u0301phant\n"))
+    assert store.current_labels() == {item_id: "\u00e9l\u00e9phant"}
+    import_labels(store, _write(tmp_path, "n.json", json.dumps([{"id": item_id, "path": nfd_name,
+                                                                 "label": "\u00e9l\u00e9phant"}])))
+    assert len(store.label_history()) == 1
+
+
+def test_a_store_with_two_spellings_of_one_path_refuses_the_path(store, tmp_path):
+    """A store made before names were normalised may hold both spellings: the path alone cannot say which."""
+    with store.transaction() as db:
+        store.add_items(db, ["\u00e9.png", "e\u0301.png"])
+    with pytest.raises(LabelFileError, match="row 2: path '\u00e9.png' names two items"):
+        import_labels(store, _write(tmp_path, "a.csv", "path,label\ne\u0301.png,cat\n"))
+
+
+_VALID = {
+    "csv": "id,path,label,prediction\n1,img/0.png,cat,dog\n2,img/1.png,dog,\n,test/0.png,bird,cat\n6,,\"dog\",\n",
+    "json": json.dumps({"strategy": "margin", "cycle": 0, "classes": ["bird", "cat", "dog"], "items": [
+        {"id": 1, "path": "img/0.png", "label": "cat", "prediction": "dog", "score": 0.5},
+        {"id": 2, "path": "img/1.png", "label": "dog", "prediction": "dog", "score": None},
+        {"path": "test/0.png", "label": "bird"}, {"id": 6, "label": "dog"}]}, indent=1),
+}
+
+
+def _check_import_or_refusal(store, path, before):
+    """The import of ``path`` is exactly what its rows say, or a LearnLossError that changed nothing."""
+    from learnloss.errors import LearnLossError
+    from learnloss.project.importer import parse_label_file
+
+    try:
+        summary = import_labels(store, path)
+    except LearnLossError:
+        assert _snapshot(store) == before
+        return None
+    _, rows, _, problems = parse_label_file(path)
+    assert not problems
+    by_path = {source: item_id for item_id, source in store.items()}
+    labels = store.current_labels()
+    for row in rows:
+        assert labels[row.item_id if row.item_id is not None else by_path[row.path]] == row.label
+    assert labels[1] == "cat" and len(labels) == 1 + summary.added and summary.relabeled == 0
+    return summary
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_the_valid_files_of_the_fuzz_import_correctly(store, tmp_path, kind):
+    before = _reset_to_one_label(store)
+    summary = _check_import_or_refusal(store, _write(tmp_path, f"valid.{kind}", _VALID[kind]), before)
+    assert summary is not None and (summary.added, summary.unchanged) == (3, 1)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["csv", "json"]), data=st.data())
+def test_fuzz_bit_flips_of_a_valid_file_import_correctly_or_change_nothing(store, tmp_path, kind, data):
+    before = _reset_to_one_label(store)
+    content = bytearray(_VALID[kind].encode("utf-8"))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(content) - 1), st.integers(0, 7)), min_size=1,
+                               max_size=6))
+    for offset, bit in flips:
+        content[offset] ^= 1 << bit
+    _check_import_or_refusal(store, _write(tmp_path, f"flipped.{kind}", bytes(content)), before)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["csv", "json"]), prefix=st.binary(max_size=40), middle=st.binary(max_size=200),
+       cut=st.integers(0, 400))
+def test_fuzz_random_bytes_in_a_label_file_import_correctly_or_change_nothing(store, tmp_path, kind, prefix, middle,
+                                                                              cut):
+    before = _reset_to_one_label(store)
+    valid = _VALID[kind].encode("utf-8")
+    cut = min(cut, len(valid))
+    content = prefix + valid[:cut] + middle + valid[cut:]
+    _check_import_or_refusal(store, _write(tmp_path, f"random.{kind}", content), before)
+    _check_import_or_refusal(store, _write(tmp_path, f"raw.{kind}", middle), _reset_to_one_label(store))

@@ -26,6 +26,11 @@ KILLS = 20
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
+_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b550000000a49444154789c63600000000200015da5a8a1"
+    "0000000049454e44ae426082"
+)  # a 1x1 greyscale PNG
+
 
 def _learnloss(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
@@ -100,7 +105,7 @@ def test_an_import_killed_at_random_moments_applies_all_or_nothing(tmp_path):
     root = tmp_path / "photos"
     root.mkdir()
     for i in range(3000):
-        (root / f"{i}.png").write_bytes(b"")  # init only registers paths
+        (root / f"{i}.png").write_bytes(_PNG)  # init reads every header
     init = _learnloss("init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b")
     assert init.wait(timeout=600) == 0, init.stderr.read()
     files = []
@@ -138,7 +143,7 @@ def test_two_processes_importing_at_once_both_apply_one_after_the_other(tmp_path
     root = tmp_path / "photos"
     root.mkdir()
     for i in range(400):
-        (root / f"{i}.png").write_bytes(b"")  # init only registers paths
+        (root / f"{i}.png").write_bytes(_PNG)  # init reads every header
     init = _learnloss("init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b")
     assert init.wait(timeout=600) == 0, init.stderr.read()
     files = []

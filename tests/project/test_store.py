@@ -25,7 +25,7 @@ def test_a_new_store_has_the_current_schema_wal_and_foreign_keys(store):
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.classes() == ["bird", "cat", "dog"]
     assert store.counts() == {"pool": 6, "test": 2, "labeled": 0, "relabels": 0, "open_queries": 0, "imports": 0,
-                              "cycles": 0}
+                              "cycles": 0, "retired": 0}
 
 
 def test_open_create_and_foreign_files(tmp_path, store):

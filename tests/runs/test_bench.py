@@ -98,3 +98,27 @@ def test_a_bad_name_in_any_arm_fails_before_any_run(tmp_path, protocol, arms, ma
     with pytest.raises(UsageError, match=match):
         run_bench(protocol, arms, [0], tmp_path, TINY)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_benchmark_refuses_data_without_test_samples_before_training(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "notest.npz"
+    x, y = rng.random((100, 1, 8, 8)).astype("float32"), rng.integers(0, 3, 100)
+    np.savez(data, x_train=x, y_train=y, x_test=x[:0], y_test=y[:0])
+    settings = {**TINY, "dataset": "npz", "data_dir": str(data), "model": "small-cnn"}
+    with pytest.raises(UsageError, match="has no test samples, and a benchmark compares runs by their test metric"):
+        run_bench("quick", [Arm("random")], [0], tmp_path / "bench", settings, log=lambda line: None)
+    assert not list((tmp_path / "bench").rglob("learnloss.db")), "a run was started"
+
+
+def test_results_without_benchmark_settings_are_one_clear_error(tmp_path):
+    folder = tmp_path / "random" / "seed-0"
+    run_bench("quick", [Arm("random")], [0], tmp_path, TINY, log=lambda line: None)
+    path = folder / "results.json"
+    doc = _load(path)
+    doc["bench"] = "not a dict"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match="records no benchmark settings.*delete .*seed-0 to run it again"):
+        run_bench("quick", [Arm("random")], [0], tmp_path, TINY, log=lambda line: None)

@@ -67,7 +67,7 @@ def test_an_existing_run_needs_resume_and_resume_needs_a_run(tmp_path, uninterru
                        resume=True)
 
 
-def test_a_damaged_checkpoint_stops_the_resume(tmp_path, monkeypatch):
+def test_a_damaged_checkpoint_is_rolled_back_and_trained_again(tmp_path, monkeypatch):
     original = StoreJournal.trained
 
     def crash(self, *args):
@@ -80,5 +80,26 @@ def test_a_damaged_checkpoint_stops_the_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(StoreJournal, "trained", original)
     checkpoint = tmp_path / "checkpoints" / "cycle-0.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:-5])
-    with pytest.raises(CheckpointError, match="does not match the checksum"):
-        _run({**TINY, "strategy": "random"}, out=tmp_path, resume=True)
+    lines: list[str] = []
+    resumed = _run({**TINY, "strategy": "random"}, out=tmp_path, resume=True, log=lines.append)
+    whole = _run({**TINY, "strategy": "random"}, out=tmp_path / "whole", log=lines.append)
+    assert _strip(resumed) == _strip(whole)
+    assert len(lines) == 1 and "does not match the checksum" in lines[0]
+    assert "Rolled the run back to the initial labeled set; cycle 0 is trained again" in lines[0]
+
+
+def test_a_checkpoint_of_another_structure_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    import hashlib
+
+    import torch
+
+    _run({**TINY, "strategy": "random", "cycles": 2}, out=tmp_path)
+    path = tmp_path / "checkpoints" / "cycle-1.pt"
+    snapshot = torch.load(path, weights_only=True)
+    snapshot["modules"][0] = {k: v for k, v in list(snapshot["modules"][0].items())[1:]}  # a parameter missing
+    torch.save(snapshot, path)
+    with ProjectStore(tmp_path) as store, store.transaction() as db:
+        db.execute("UPDATE cycles SET checkpoint_sha256 = ? WHERE cycle = 1",
+                   (hashlib.sha256(path.read_bytes()).hexdigest(),))
+    with pytest.raises(CheckpointError, match=rf"checkpoint {path} does not fit the model this run builds \(.*missing"):
+        _run({**TINY, "strategy": "random", "cycles": 2}, out=tmp_path, resume=True)

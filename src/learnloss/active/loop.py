@@ -24,7 +24,7 @@ from learnloss.active.oracle import GroundTruthOracle, Oracle
 from learnloss.active.pool import Pool
 from learnloss.data.batches import ArrayBatches
 from learnloss.data.dataset import Dataset
-from learnloss.errors import BudgetError, UsageError
+from learnloss.errors import BudgetError, LearnLossError, UsageError
 from learnloss.inference import BatchOutputs, ModelView, Need, stream
 from learnloss.inference.precision import Precision
 from learnloss.lpm.attach import attach
@@ -38,6 +38,23 @@ from learnloss.training.trainer import TrainConfig
 
 RESET_POLICIES = ("warm", "reinit")
 _PREDICTED, _TRUE = "__lpm_predicted", "__true_loss"  # values the loop keeps beside the strategy's own
+
+
+class SnapshotError(LearnLossError, ValueError):
+    """A snapshot does not fit the loop: other modules, parameter names or shapes, or malformed random-stream
+    states. :meth:`ActiveLearningLoop.restore` checks all of it before changing anything."""
+
+
+def check_oracle(strategy: Strategy, oracle: Oracle) -> None:
+    """Refuse a strategy that reads what ``oracle`` cannot tell before the answer is needed: the true loss of
+    unlabeled samples needs their targets at once, which only a simulation's ground truth has.
+
+    Raises:
+        UsageError: the strategy needs true losses and the oracle does not know the targets.
+    """
+    if Need.TRUE_LOSSES in strategy.needs and not getattr(oracle, "knows_targets", False):
+        raise UsageError(f"{strategy.spec} ranks by the true loss of unlabeled samples, which only a simulation "
+                         "knows; choose another strategy")
 
 
 @dataclass
@@ -213,6 +230,7 @@ class ActiveLearningLoop:
         self.dataset, self.strategy, self.loop, self.train_config = dataset, strategy, loop, train
         self.task = task or build_task(dataset.task)
         self.oracle: Oracle = oracle or GroundTruthOracle(dataset.y_train)
+        check_oracle(strategy, self.oracle)  # before the model is even moved: nothing trains for a refused query
         self.device = torch.device(device)
         precision = precision or Precision()
         precision.check(self.device)
@@ -301,7 +319,8 @@ class ActiveLearningLoop:
         targets = self.task.empty_targets(len(self.pool), self.dataset.y_train)
         revealed = self.oracle.label(indices)
         if revealed is None:
-            raise UsageError(f"strategy {self.strategy.name} reads the true targets, which only a simulation has")
+            raise UsageError(f"{self.strategy.spec} reads the true targets of unlabeled samples, which only a "
+                             "simulation knows; choose another strategy")
         targets[torch.as_tensor(indices)] = torch.as_tensor(revealed).to(targets.dtype)
         return targets
 
@@ -379,8 +398,65 @@ class ActiveLearningLoop:
             snapshot["cuda"] = torch.cuda.get_rng_state_all()
         return snapshot
 
+    def check_snapshot(self, snapshot: Any) -> None:
+        """Check that ``snapshot`` fits this loop — the same modules with the same parameter names and shapes, and
+        well-formed random-stream states — without changing anything.
+
+        Raises:
+            SnapshotError: what does not fit, in a few words.
+        """
+        if not isinstance(snapshot, Mapping):
+            raise SnapshotError(f"it holds a {type(snapshot).__name__}, not a snapshot")
+        modules = list(self.view.modules())
+        states = snapshot.get("modules")
+        if not isinstance(states, (list, tuple)) or len(states) != len(modules):
+            count = len(states) if isinstance(states, (list, tuple)) else "no"
+            raise SnapshotError(f"it holds {count} module states, the loop has {len(modules)} "
+                                f"({', '.join(type(m).__name__ for m in modules)})")
+        for module, state in zip(modules, states):
+            name = type(module).__name__
+            expected = module.state_dict()
+            if not isinstance(state, Mapping):
+                raise SnapshotError(f"the state of {name} is a {type(state).__name__}")
+            missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+            if missing or unexpected:
+                parts = ([f"missing {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else "")] if missing else [])
+                parts += ([f"unexpected {', '.join(unexpected[:3])}" + (" …" if len(unexpected) > 3 else "")]
+                          if unexpected else [])
+                raise SnapshotError(f"{name}: {'; '.join(parts)}")
+            for key, value in expected.items():
+                given = state[key]
+                if isinstance(value, torch.Tensor) and (not isinstance(given, torch.Tensor)
+                                                        or given.shape != value.shape):
+                    shape = tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
+                    raise SnapshotError(f"{name}.{key} is {shape} in the snapshot, {tuple(value.shape)} in the model")
+        numpy_states = snapshot.get("numpy")
+        for stream_name in ("initial", "subset", "strategy"):
+            try:
+                probe = np.random.default_rng()
+                probe.bit_generator.state = json.loads(numpy_states[stream_name])  # type: ignore[index]
+            except (KeyError, TypeError, ValueError) as error:
+                raise SnapshotError(f"the {stream_name} random stream is malformed ({error})") from None
+        try:
+            torch.Generator().set_state(snapshot["generator"])
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise SnapshotError(f"the training random stream is malformed ({error})") from None
+        state = snapshot.get("torch")
+        if (not isinstance(state, torch.Tensor) or state.dtype != torch.uint8
+                or state.shape != torch.get_rng_state().shape):
+            raise SnapshotError("torch's random state is malformed")
+        cuda = snapshot.get("cuda")
+        if cuda is not None and not (isinstance(cuda, (list, tuple)) and all(isinstance(c, torch.Tensor) for c in cuda)):
+            raise SnapshotError("the CUDA random states are malformed")
+
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Put the weights and random streams of :meth:`snapshot` back."""
+        """Put the weights and random streams of :meth:`snapshot` back — all of them, or, when the snapshot does
+        not fit (:meth:`check_snapshot`), none.
+
+        Raises:
+            SnapshotError: the snapshot does not fit this loop; nothing was changed.
+        """
+        self.check_snapshot(snapshot)
         for module, state in zip(self.view.modules(), snapshot["modules"]):
             module.load_state_dict(state)
         self._trained = True  # a snapshot is taken after training: its weights are a trained model's

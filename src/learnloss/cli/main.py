@@ -123,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--epochs", type=_positive_int, help="training epochs per query (default 30)")
     init.add_argument("--strategy", help="default query strategy (default learning-loss)")
     init.add_argument("--seed", type=int)
+    init.add_argument("--color", choices=["auto", "rgb", "grey"], default="auto",
+                      help="colour mode of every image: the most common one (auto, default), rgb or grey")
+
+    add = commands.add_parser(
+        "add", help="register more images of the project's data root",
+        description="Register new images under the project's data root (a folder inside it, or a CSV manifest "
+        "with path[,label][,split] inside it), validated as init does; all or nothing. A folder skips the images "
+        "already registered; a manifest must list new ones only.",
+    )
+    add.add_argument("project", type=Path)
+    add_source = add.add_mutually_exclusive_group(required=True)
+    add_source.add_argument("--images", type=Path, help="a folder inside the data root")
+    add_source.add_argument("--manifest", type=Path, help="CSV with path[,label][,split]; paths relative to its folder")
 
     query = commands.add_parser("query", help="train on the current labels and write the next batch to label")
     query.add_argument("project", type=Path)
@@ -160,6 +173,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
 
+    doctor = commands.add_parser(
+        "doctor", help="check a project or run folder: its database in full, leftover files, unusable items",
+        description="Run SQLite's full integrity and foreign-key checks on the store, list orphan checkpoints, "
+        "leftover temporary files and (for a labeling project) items whose image is missing, unreadable or outside "
+        "the data root, each with the command that fixes it. With --fix, remove what is safe to remove (orphan "
+        "checkpoints and temporary files inside the folder). Exit 0 when nothing is wrong, 1 otherwise.",
+    )
+    doctor.add_argument("project", type=Path, metavar="PROJECT_OR_RUN")
+    doctor.add_argument("--fix", action="store_true", help="remove orphan checkpoints and leftover temporary files")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+
+    backup = commands.add_parser(
+        "backup", help="copy a project's database to a new file with SQLite's online backup API",
+        description="Copy PROJECT/learnloss.db to FILE (which must not exist) while other commands may run: the "
+        "source must pass a full integrity check, and the copy is verified before it appears under its name. To "
+        "restore, stop every learnloss process on the project and put the backup in place of learnloss.db "
+        "(deleting learnloss.db-wal and learnloss.db-shm).",
+    )
+    backup.add_argument("project", type=Path, metavar="PROJECT_OR_RUN")
+    backup.add_argument("file", type=Path, help="the new backup file")
+
+    remove = commands.add_parser(
+        "remove", help="retire items of a project (their labels and history are kept)",
+        description="Retire items (by id or by path relative to the data root): they are never trained on, "
+        "scored or queried again, their open queries close, and their labels and history stay in the store. All "
+        "or nothing: an unknown item refuses the whole command.",
+    )
+    remove.add_argument("project", type=Path)
+    remove.add_argument("items", nargs="+", metavar="ITEM", help="item id or path")
+    remove.add_argument("--reason", default="removed", help="why, recorded with the item (default 'removed')")
+
     predict = commands.add_parser(
         "predict", help="predict every image of a folder with a run's or project's latest checkpoint",
         description="Score every image under --images (recursively, sorted) with the latest trained cycle: "
@@ -188,7 +232,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder (or .npz file) holding the dataset's files")
     parser.add_argument("--no-download", dest="download", action="store_false", default=None,
                         help="never download missing dataset files")
-    parser.add_argument("--model", help="resnet18, resnet34, resnet50, resnet101, resnet152, small-cnn")
+    parser.add_argument("--model", help="resnet18, resnet34, resnet50, resnet101, resnet152, small-cnn, mlp (vector inputs)")
     parser.add_argument("--dropout", type=_probability, help="dropout before the classifier (needed by baal-bald)")
     parser.add_argument("--layers", type=lambda s: [p for p in s.split(",") if p], help="comma-separated layers for the LPM")
     parser.add_argument("--initial", type=_positive_int, help="initial random labels")
@@ -344,8 +388,19 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     settings = {key: getattr(args, key) for key in ("model", "image_size", "epochs", "strategy", "seed")}
     counts = init_project(args.project, images=args.images, manifest=args.manifest, classes=args.classes,
-                          labels=args.labels, settings={k: v for k, v in settings.items() if v is not None})
+                          labels=args.labels, settings={k: v for k, v in settings.items() if v is not None},
+                          color=args.color)
     print(f"created {args.project}: {counts['pool']} pool and {counts['test']} test images, {counts['labeled']} labeled")
+    print(f"colour: {counts['color']} ({counts['converted']} image(s) converted)")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from learnloss.labeling.workflow import add_items
+
+    r = add_items(args.project, images=args.images, manifest=args.manifest)
+    print(f"added {r['added']} images to {args.project} ({r['pool']} pool, {r['test']} test, {r['labeled']} labeled; "
+          f"{r['skipped']} already registered); colour {r['color']}: {r['converted']} converted")
     return 0
 
 
@@ -365,7 +420,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from learnloss.project.importer import import_labels
     from learnloss.project.store import ProjectStore
 
-    with ProjectStore(args.project) as store:
+    with ProjectStore(args.project, kind="labeling", check="full") as store:
         summary = import_labels(store, args.file, relabel=args.relabel)
     print(f"{summary.file}: {summary.added} added, {summary.relabeled} relabeled, {summary.unchanged} already stored")
     return 0
@@ -432,6 +487,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from learnloss.jsonio import dumps
+    from learnloss.labeling.maintenance import doctor
+
+    report = doctor(args.project, fix=args.fix)
+    print(dumps(report.to_dict(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from learnloss.project.store import backup
+
+    info = backup(args.project, args.file)
+    print(f"wrote {info.path} ({info.size:,} bytes, schema version {info.schema_version}), checked")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from learnloss.labeling.maintenance import remove_items
+
+    for item in remove_items(args.project, args.items, reason=args.reason):
+        if item.retired_now:
+            print(f"retired item {item.item_id} ({item.source})")
+        else:
+            print(f"item {item.item_id} ({item.source}) was already retired at {item.retired_at} ({item.reason})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``learnloss`` command; returns the exit code."""
     parser = build_parser()
@@ -440,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
                 "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
-                "predict": cmd_predict}
+                "predict": cmd_predict, "add": cmd_add, "doctor": cmd_doctor, "backup": cmd_backup, "remove": cmd_remove}
     return guarded(lambda: commands[args.command](args))
 
 

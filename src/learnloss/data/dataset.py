@@ -109,8 +109,15 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (_as_float(x) - _broadcast(mean, x)) / _broadcast(std, x)
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of the float inputs, computed in chunks to bound memory."""
+_STATS_CHUNK_VALUES = 1 << 22
+"""Values per chunk of :func:`channel_stats` (about 80 MiB of float32, float64 and squares at once)."""
+
+
+def channel_stats(x: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the float inputs, computed ``chunk`` samples at a time to bound memory (by
+    default as many samples as fit in about four million values, whatever their size)."""
+    per_sample = max(1, x[:1].numel())
+    chunk = chunk or max(1, _STATS_CHUNK_VALUES // per_sample)
     dims = [0] + list(range(2, x.dim()))
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     total_sq = torch.zeros_like(total)

@@ -2,7 +2,9 @@
 
 Two layouts are accepted: ``DIR/train/<class>/*`` with ``DIR/test/<class>/*``, or ``DIR/<class>/*`` alone, which
 is split 80/20 per class by a fixed stratified split. Images are found recursively by suffix, must all have one
-size, and are loaded as greyscale if every one is mode ``'L'``, else as RGB. Class names are the sorted folder names.
+size, and are loaded as greyscale if every one is greyscale, else as RGB. Class names are the sorted folder names.
+Each header is checked against ``LEARNLOSS_MAX_IMAGE_PIXELS`` before anything is decoded, and the memory the decoded
+set takes against ``LEARNLOSS_MAX_BYTES`` before it is allocated (:mod:`learnloss.data.limits`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.images import IMAGE_SUFFIXES, list_images, probe_images, read_images
+from learnloss.data.limits import check_bytes
 from learnloss.data.split import stratified_split
 from learnloss.errors import DatasetFormatError, DatasetNotFoundError
 
@@ -51,6 +54,7 @@ def load_imagefolder(data_dir: str | os.PathLike[str] | None) -> Dataset:
     Raises:
         DatasetNotFoundError: ``data_dir`` is not given or is not a folder.
         DatasetFormatError: the layout is wrong, a class has no images, an image is unreadable or sizes differ.
+        ResourceLimitError: an image declares too many pixels, or the images would take too much memory.
     """
     if data_dir is None:
         raise DatasetNotFoundError(f"imagefolder: no folder given; pass --data-dir DIR laid out as {_LAYOUT}")
@@ -76,7 +80,11 @@ def load_imagefolder(data_dir: str | os.PathLike[str] | None) -> Dataset:
         train_idx, test_idx = stratified_split(labels, TEST_FRACTION, SEED)
         train_files, y_train = [files[i] for i in train_idx], labels[train_idx]
         test_files, y_test = [files[i] for i in test_idx], labels[test_idx]
-    size, mode = probe_images(train_files + test_files)
+    size, mode = probe_images(train_files + test_files)  # every header, before anything is decoded
+    channels = 1 if mode == "L" else 3
+    check_bytes((len(train_files) + len(test_files)) * channels * size[0] * size[1],
+                f"imagefolder: {root} ({len(train_files) + len(test_files)} images of {size[0]}x{size[1]} pixels, "
+                f"{channels} channel(s))")
     reference = f"{(train_files + test_files)[0]} is"
     x_train = torch.from_numpy(read_images(train_files, mode, size, reference))
     x_test = torch.from_numpy(read_images(test_files, mode, size, reference))

@@ -8,34 +8,59 @@ that names the environment variable to raise.
 =============================  ==============================================  ========================================
 environment variable           what it bounds                                  default
 =============================  ==============================================  ========================================
-``LEARNLOSS_MAX_BYTES``        memory one dataset may take once decoded        half of the machine's physical memory
+``LEARNLOSS_MAX_BYTES``        memory one dataset may take while it is loaded  half of the memory available to this
+                               (what the loader holds at its peak)             process (physical memory, or the
+                                                                               cgroup's limit when that is lower)
 ``LEARNLOSS_MAX_IMAGE_PIXELS`` width × height of one image                     89,478,485 (Pillow's bomb threshold)
 ``LEARNLOSS_MAX_CLASSES``      number of classes a dataset may declare         100,000
 =============================  ==============================================  ========================================
+
+A setting accepts a positive whole number, also written as ``2e9``; anything else is refused with one line.
+Loaders that convert data do it in chunks of about :data:`CHUNK_BYTES` (:func:`rows_per_chunk`), so what they hold
+beyond the data itself stays small whatever the file declares.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from learnloss.errors import UsageError
 
-__all__ = ["Limits", "ResourceLimitError", "check_bytes", "check_classes", "check_image_pixels", "limits"]
+__all__ = [
+    "CHUNK_BYTES", "Limits", "ResourceLimitError", "check_bytes", "check_classes", "check_image_pixels", "limits",
+    "out_of_memory", "rows_per_chunk",
+]  # fmt: skip
 
 _PILLOW_MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)  # Pillow's own default (89,478,485)
 _DEFAULT_MAX_CLASSES = 100_000
+_CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+CHUNK_BYTES = 16 * 1024 * 1024
+"""About how many bytes a loader converts at a time (a chunk holds at least one sample)."""
 
 
 class ResourceLimitError(UsageError):
     """What a file declares exceeds a resource limit; the message names the environment variable to raise."""
 
 
-def _physical_memory() -> int:
+@functools.lru_cache(maxsize=1)
+def _available_memory() -> int:
+    """Physical memory, or the cgroup's memory limit when that is lower (a container's)."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        memory = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf
-        return 8 * 1024**3
+        memory = 8 * 1024**3
+    for name in _CGROUP_FILES:
+        try:
+            text = Path(name).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.isdigit() and 0 < int(text) < memory:
+            memory = int(text)
+    return memory
 
 
 def _setting(name: str, default: int) -> int:
@@ -69,22 +94,25 @@ def limits() -> Limits:
         UsageError: a setting is not a positive whole number.
     """
     return Limits(
-        max_bytes=_setting("LEARNLOSS_MAX_BYTES", _physical_memory() // 2),
+        max_bytes=_setting("LEARNLOSS_MAX_BYTES", _available_memory() // 2),
         max_image_pixels=_setting("LEARNLOSS_MAX_IMAGE_PIXELS", _PILLOW_MAX_IMAGE_PIXELS),
         max_classes=_setting("LEARNLOSS_MAX_CLASSES", _DEFAULT_MAX_CLASSES),
     )
 
 
 def _size(n: int) -> str:
+    value = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        if value < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
     return f"{n} bytes"  # pragma: no cover
 
 
 def check_bytes(n_bytes: int, where: str) -> None:
     """Refuse ``n_bytes`` of decoded data (what ``where`` declares) above ``LEARNLOSS_MAX_BYTES``.
+
+    ``n_bytes`` may be any Python integer (a declared shape's product is not bounded); nothing is allocated here.
 
     Raises:
         ResourceLimitError: over the limit.
@@ -125,3 +153,17 @@ def check_classes(n_classes: int, where: str) -> None:
             f"{where}: declares {n_classes:,} classes, more than the limit of {limit:,} (a label value that large is "
             "usually a mistake; give the class names with 'classes'); if it is genuine, raise LEARNLOSS_MAX_CLASSES"
         )
+
+
+def out_of_memory(where: str) -> ResourceLimitError:
+    """The one-line error for a ``MemoryError`` raised while ``where`` was decoded (raise it ``from None``)."""
+    return ResourceLimitError(
+        f"{where}: ran out of memory while decoding it; the file declares more data than this machine can hold: "
+        "check that it is genuine, free memory, or lower LEARNLOSS_MAX_BYTES (bytes) so that such files are refused "
+        "before they are read"
+    )
+
+
+def rows_per_chunk(row_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many rows of ``row_bytes`` bytes to convert at a time: about ``chunk_bytes`` worth, at least one."""
+    return max(1, chunk_bytes // max(1, row_bytes))

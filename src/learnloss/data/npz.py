@@ -2,26 +2,55 @@
 
 Inputs may be vectors ``(N, D)``, greyscale images ``(N, H, W)``, or images ``(N, C, H, W)`` or ``(N, H, W, C)``:
 the latter is recognised when its last dimension is 1, 3 or 4 and the second one is larger than 4, and is
-transposed to channels first. ``uint8`` inputs stay ``uint8`` (pixels 0..255); every other dtype becomes ``float32``.
+transposed to channels first. ``uint8`` inputs stay ``uint8`` (pixels 0..255); every other dtype becomes ``float32``:
+``bool`` as 0.0 / 1.0 (binary features and binarised images are genuine data, and the conversion is exact), integers
+and floats by value. Complex, string, date, structured and object arrays are refused, and so are float inputs that
+are not finite once in ``float32`` (NaN, infinities, magnitudes beyond 3.4e38).
 Labels must be integers ``0..K-1``; ``K`` is the length of ``classes`` when given, else the largest label plus one.
+
+Nothing is decompressed before every member's ``.npy`` header has been read from the archive and checked: its
+dtype, its shape, that the archive's directory gives the member exactly the size the header declares, and that
+what the loader will hold at its peak (the converted tensors, the labels, the chunks it converts at a time) fits
+``LEARNLOSS_MAX_BYTES`` and that the class count fits ``LEARNLOSS_MAX_CLASSES`` (:mod:`learnloss.data.limits`).
+Members are then streamed chunk by chunk straight into the final tensors, so a file is never held twice.
 """
 
 from __future__ import annotations
 
+import io
+import lzma
+import math
 import os
+import struct
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 
-from learnloss.data.dataset import AugmentSpec, Dataset
+from learnloss.data.dataset import AugmentSpec, Dataset, channel_stats
 from learnloss.data.labels import to_labels
-from learnloss.errors import DatasetFormatError, DatasetNotFoundError
+from learnloss.data.limits import check_bytes, check_classes, check_image_pixels, out_of_memory
+from learnloss.data.limits import rows_per_chunk
+from learnloss.errors import DatasetFormatError, DatasetNotFoundError, LearnLossError
 
 __all__ = ["find_npz", "load_npz"]
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+_SAVE = "save with numpy.savez(file, x_train=..., y_train=..., x_test=..., y_test=..., [classes=...])"
+_MAX_HEADER = 10_000  # numpy's own bound on the text of a .npy header
+_INPUT_KINDS = "buif"  # bool, unsigned, signed, float
+_LABEL_KINDS = "buif"  # read, then refused with to_labels' message unless integer
+_CLASS_KINDS = "USui"
+_STATS_BYTES_PER_VALUE = 20  # channel_stats holds float32, float64 and its square of each value of a chunk
+_ZIP_ERRORS = (
+    OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile,
+    zlib.error, lzma.LZMAError, struct.error, UnicodeDecodeError, OverflowError,
+)  # fmt: skip
 
 
 def find_npz(data_dir: str | os.PathLike[str] | None) -> Path:
@@ -49,52 +78,270 @@ def find_npz(data_dir: str | os.PathLike[str] | None) -> Path:
     return path
 
 
-def _inputs(x: np.ndarray, where: str) -> torch.Tensor:
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise DatasetFormatError(f"{where}: inputs must be numeric, got dtype {x.dtype}")
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] > 4:
-        x = x.transpose(0, 3, 1, 2)
-    elif x.ndim not in (2, 4):
+@dataclass(frozen=True)
+class _Member:
+    """One ``.npy`` member of the archive, as its header declares it."""
+
+    key: str
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int  # where the array data starts within the member
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.itemsize
+
+    @property
+    def along_last(self) -> bool:
+        """Whether the data is read along the last axis (Fortran order, where that axis varies slowest)."""
+        return self.fortran and len(self.shape) > 1
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one step along the axis the data is read by (the first one, or the last in Fortran order)."""
+        rest = self.shape[:-1] if self.along_last else self.shape[1:]
+        return math.prod(rest) * self.dtype.itemsize
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Bytes read at a time (:func:`_fill`): about :data:`CHUNK_BYTES`, at least one step, at most all."""
+        return min(self.nbytes, rows_per_chunk(self.row_bytes) * self.row_bytes)
+
+    def describe(self) -> str:
+        return f"{self.key} {self.shape} {self.dtype}"
+
+
+def _read_exact(f: IO[bytes], n: int, what: str, where: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise DatasetFormatError(f"{where}: the {what} ends after {len(data)} of {n} bytes: the file is truncated "
+                                 f"or corrupt; {_SAVE}")
+    return data
+
+
+def _header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, where: str) -> _Member:
+    """Read and check the header of member ``info`` (at most a few KiB are decompressed)."""
+    with archive.open(info) as f:
+        start = _read_exact(f, 8, f"{key} header", where)
+        if start[:6] != b"\x93NUMPY":
+            raise DatasetFormatError(f"{where}: {key} is not a .npy array (no numpy magic number); {_SAVE}")
+        if start[6:8] not in (b"\x01\x00", b"\x02\x00"):
+            raise DatasetFormatError(
+                f"{where}: {key} uses .npy format version {start[6]}.{start[7]}, which only arrays of named fields "
+                f"need; {_SAVE} with plain numeric arrays"
+            )
+        width = 2 if start[6] == 1 else 4
+        length_field = _read_exact(f, width, f"{key} header", where)
+        length = int.from_bytes(length_field, "little")
+        if length > _MAX_HEADER:
+            raise DatasetFormatError(f"{where}: {key} declares a .npy header of {length:,} bytes (numpy writes at "
+                                     f"most a few hundred); the file is corrupt or crafted; {_SAVE}")
+        text = _read_exact(f, length, f"{key} header", where)
+    buffer = io.BytesIO(start + length_field + text)
+    version = npy_format.read_magic(buffer)
+    reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    try:
+        shape, fortran, dtype = reader(buffer, max_header_size=_MAX_HEADER)
+    except (ValueError, TypeError, SyntaxError, RecursionError, KeyError, OverflowError) as exc:
+        raise DatasetFormatError(f"{where}: cannot read the .npy header of {key} ({exc}); {_SAVE}") from None
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise DatasetFormatError(f"{where}: {key} declares the impossible shape {shape}; {_SAVE}")
+    member = _Member(key, info, tuple(shape), dtype, bool(fortran), 8 + width + length)
+    _check_dtype(member, where)
+    if info.file_size != member.offset + member.nbytes:
         raise DatasetFormatError(
-            f"{where}: inputs must have shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C), got {x.shape}"
+            f"{where}: {key} declares shape {member.shape} of {dtype} ({member.nbytes:,} bytes of data) but the "
+            f"archive gives it {max(0, info.file_size - member.offset):,}: the file is corrupt or crafted; {_SAVE}"
         )
-    x = np.ascontiguousarray(x, dtype=np.uint8 if x.dtype == np.uint8 else np.float32)
-    return torch.from_numpy(x)
+    return member
+
+
+def _check_dtype(member: _Member, where: str) -> None:
+    dtype, key = member.dtype, member.key
+    if dtype.hasobject:
+        raise DatasetFormatError(f"{where}: cannot read {key}: it holds Python objects (dtype object), which would "
+                                 f"need pickle, never allowed here; {_SAVE} with plain numeric arrays")
+    if dtype.names is not None or dtype.subdtype is not None:
+        raise DatasetFormatError(f"{where}: cannot read {key}: it is a structured array (dtype {dtype}); {_SAVE} "
+                                 f"with plain numeric arrays")
+    if key.startswith("x_"):
+        if dtype.kind == "c":
+            raise DatasetFormatError(f"{where}: {key} holds complex numbers ({dtype}); inputs must be real: save the "
+                                     "real part, the magnitude, or both as separate features")
+        if dtype.kind not in _INPUT_KINDS:
+            raise DatasetFormatError(f"{where}: {key}: inputs must be numeric (bool, integer or float), got dtype "
+                                     f"{dtype}")
+    elif key == "classes":
+        if dtype.kind not in _CLASS_KINDS or len(member.shape) != 1:
+            raise DatasetFormatError(f"{where}: 'classes' must be a 1-D array of names (strings or integers), got "
+                                     f"{dtype} of shape {member.shape}")
+    elif dtype.kind not in _LABEL_KINDS:
+        raise DatasetFormatError(f"{where}: {key}: labels must be a 1-D array of integers 0..K-1, got dtype {dtype}")
+
+
+def _layout(member: _Member, where: str) -> tuple[tuple[int, ...], str]:
+    """The shape of the input tensor, and how the stored array maps onto it (``'same'``, ``'grey'``, ``'hwc'``)."""
+    shape = member.shape
+    final: tuple[int, ...]
+    if len(shape) == 3:
+        final, how = (shape[0], 1, shape[1], shape[2]), "grey"
+    elif len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] > 4:
+        final, how = (shape[0], shape[3], shape[1], shape[2]), "hwc"
+    elif len(shape) in (2, 4):
+        final, how = shape, "same"
+    else:
+        raise DatasetFormatError(
+            f"{where}: {member.key}: inputs must have shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C), "
+            f"got {shape}"
+        )
+    if math.prod(final[1:]) == 0:
+        raise DatasetFormatError(f"{where}: {member.key}: each input of shape {final[1:]} holds no value")
+    if len(final) == 4:
+        check_image_pixels(final[3], final[2], f"{where}: {member.key}")
+    return final, how
+
+
+def _fill(archive: zipfile.ZipFile, member: _Member, dest: np.ndarray, where: str, finite: bool) -> None:
+    """Stream ``member``'s data into ``dest`` (the stored shape, any dtype), a chunk of about
+    :data:`CHUNK_BYTES` at a time; with ``finite``, refuse values that are not finite once converted."""
+    shape, dtype, along_last = member.shape, member.dtype, member.along_last
+    if member.count == 0:
+        return
+    if not shape:
+        shape, dest = (1,), dest.reshape(1)
+    rest = shape[:-1] if along_last else shape[1:]
+    total = shape[-1] if along_last else shape[0]
+    row_bytes = member.row_bytes
+    step = rows_per_chunk(row_bytes)
+    with archive.open(member.info) as f:
+        _read_exact(f, member.offset, f"{member.key} header", where)
+        for i in range(0, total, step):
+            m = min(step, total - i)
+            raw = np.frombuffer(_read_exact(f, m * row_bytes, f"data of {member.key}", where), dtype=dtype)
+            if along_last:
+                part, target = raw.reshape((*rest, m), order="F"), dest[..., i : i + m]
+            else:
+                part, target = raw.reshape((m, *rest)), dest[i : i + m]
+            with np.errstate(over="ignore", invalid="ignore"):
+                target[...] = part
+            if finite and not np.isfinite(target).all():
+                raise DatasetFormatError(
+                    f"{where}: {member.key} holds values that are not finite as float32 (NaN, infinity, or beyond "
+                    f"±3.4e38) in samples {i}..{i + m - 1}; clean or rescale the data"
+                )
+        if f.read(1):  # reading past the end also checks the member's CRC
+            raise DatasetFormatError(f"{where}: {member.key} holds more data than its header declares")
+
+
+def _inputs(archive: zipfile.ZipFile, member: _Member, final: tuple[int, ...], how: str, where: str) -> torch.Tensor:
+    out = np.empty(final, dtype=np.uint8 if member.dtype == np.uint8 else np.float32)
+    dest = out[:, 0] if how == "grey" else out.transpose(0, 2, 3, 1) if how == "hwc" else out
+    _fill(archive, member, dest, where, finite=out.dtype == np.float32 and member.dtype.kind == "f")
+    return torch.from_numpy(out)
+
+
+def _array(archive: zipfile.ZipFile, member: _Member, where: str) -> np.ndarray:
+    out = np.empty(member.shape, dtype=member.dtype.newbyteorder("="))
+    _fill(archive, member, out, where, finite=False)
+    return out
+
+
+def _members(archive: zipfile.ZipFile, where: str) -> dict[str, _Member]:
+    infos = {info.filename: info for info in archive.infolist()}
+    found = {name.removesuffix(".npy") for name in infos}
+    missing = [k for k in KEYS if k not in found]
+    if missing:
+        raise DatasetFormatError(
+            f"{where}: missing key(s) {', '.join(missing)}; found {', '.join(sorted(found)) or 'none'}; {_SAVE}"
+        )
+    members = {}
+    for key in (*KEYS, "classes"):
+        info = infos.get(f"{key}.npy", infos.get(key))
+        if info is not None:
+            members[key] = _header(archive, key, info, where)
+    return members
+
+
+def _check_members(members: dict[str, _Member], where: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Check shapes, counts and the memory the load will take, from the headers alone; return the input layouts."""
+    layouts = {k: _layout(members[k], where) for k in ("x_train", "x_test")}
+    train, test = layouts["x_train"][0][1:], layouts["x_test"][0][1:]
+    if train != test:
+        raise DatasetFormatError(f"{where}: x_train inputs have shape {train} but x_test inputs {test}; both splits "
+                                 "must share one shape")
+    for split in ("train", "test"):
+        x, y = members[f"x_{split}"], members[f"y_{split}"]
+        if y.shape[:1] and y.shape[0] != x.shape[0]:
+            raise DatasetFormatError(f"{where}: x_{split} holds {x.shape[0]} inputs but y_{split} {y.shape[0]} labels")
+    if "classes" in members:
+        check_classes(members["classes"].count, f"{where}: classes")
+    held = sum(math.prod(final) * (1 if members[k].dtype == np.uint8 else 4) for k, (final, _) in layouts.items())
+    held += sum(members[k].nbytes + 8 * members[k].count for k in ("y_train", "y_test"))
+    if "classes" in members:
+        held += 2 * members["classes"].nbytes + 64 * members["classes"].count  # the array, then Python strings
+    held += 2 * max(m.chunk_bytes for m in members.values())  # the raw chunk, its finiteness mask
+    stats_row = _STATS_BYTES_PER_VALUE * math.prod(train)
+    held += min(members["x_train"].shape[0], rows_per_chunk(stats_row)) * stats_row  # channel_stats' chunk
+    check_bytes(held, f"{where} ({', '.join(members[k].describe() for k in KEYS)})")
+    return layouts
+
+
+def _class_names(names: np.ndarray, where: str) -> list[str]:
+    try:
+        return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    except UnicodeDecodeError:
+        raise DatasetFormatError(f"{where}: 'classes' holds byte strings that are not UTF-8; save them as str") \
+            from None
 
 
 def load_npz(data_dir: str | os.PathLike[str] | None) -> Dataset:
-    """Load the arrays of the ``.npz`` file found by :func:`find_npz` (with ``allow_pickle=False``).
+    """Load the arrays of the ``.npz`` file found by :func:`find_npz` (never with pickle).
 
+    Every member's header is checked before any data is decompressed (see the module docstring), so a small file
+    that declares gigabytes is refused without allocating them; the load then holds each array once, converted.
     Image inputs are augmented by padding an eighth of the smaller side, without flips; vectors are not augmented.
 
     Raises:
         DatasetNotFoundError: see :func:`find_npz`.
-        DatasetFormatError: the file is unreadable, lacks a key, or holds arrays of unsupported shape or dtype.
+        DatasetFormatError: the file is unreadable, lacks a key, or holds arrays of unsupported shape, dtype or
+            values, or a member whose header and archive entry disagree.
+        ResourceLimitError: the arrays would take more than ``LEARNLOSS_MAX_BYTES``, the classes exceed
+            ``LEARNLOSS_MAX_CLASSES``, or an image exceeds ``LEARNLOSS_MAX_IMAGE_PIXELS``; also when memory runs out.
     """
     path = find_npz(data_dir)
+    where = str(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in KEYS if k not in archive.files]
-            if missing:
-                raise DatasetFormatError(
-                    f"{path}: missing key(s) {', '.join(missing)}; found {', '.join(archive.files) or 'none'}; "
-                    f"save with numpy.savez(file, x_train=..., y_train=..., x_test=..., y_test=..., [classes=...])"
-                )
-            arrays = {k: archive[k] for k in (*KEYS, "classes") if k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetFormatError(f"{path}: cannot read as a .npz file of plain arrays ({exc})") from exc
-    names = arrays.get("classes")
-    if names is not None and names.ndim != 1:
-        raise DatasetFormatError(f"{path}: 'classes' must be a 1-D array of names, got shape {names.shape}")
-    y_train = to_labels(arrays["y_train"], None if names is None else len(names), f"{path}: y_train")
-    y_test = to_labels(arrays["y_test"], None if names is None else len(names), f"{path}: y_test")
+        with zipfile.ZipFile(path) as archive:
+            members = _members(archive, where)
+            layouts = _check_members(members, where)
+            names = _array(archive, members["classes"], where) if "classes" in members else None
+            num_classes = None if names is None else len(names)
+            y_train = to_labels(_array(archive, members["y_train"], where), num_classes, f"{where}: y_train")
+            y_test = to_labels(_array(archive, members["y_test"], where), num_classes, f"{where}: y_test")
+            x_train = _inputs(archive, members["x_train"], *layouts["x_train"], where)
+            x_test = _inputs(archive, members["x_test"], *layouts["x_test"], where)
+    except LearnLossError:
+        raise
+    except MemoryError:
+        raise out_of_memory(where) from None
+    except _ZIP_ERRORS as exc:
+        raise DatasetFormatError(
+            f"{where}: cannot read as a .npz file of plain arrays ({type(exc).__name__}: {exc}); {_SAVE}"
+        ) from None
     if names is not None:
-        classes = [str(n) for n in names.tolist()]
+        classes = _class_names(names, where)
     else:
-        labels = torch.cat([y_train, y_test])
-        classes = [str(k) for k in range(int(labels.max()) + 1 if len(labels) else 0)]
-    x_train, x_test = _inputs(arrays["x_train"], f"{path}: x_train"), _inputs(arrays["x_test"], f"{path}: x_test")
+        top = max((int(y.max()) for y in (y_train, y_test) if len(y)), default=-1)
+        classes = [str(k) for k in range(top + 1)]
     augment = AugmentSpec.for_unknown_images(*x_train.shape[2:]) if x_train.dim() == 4 else AugmentSpec()
-    return Dataset("npz", x_train, y_train, x_test, y_test, classes, augment)
+    mean, std = None, None
+    if len(x_train):  # an empty split is refused by Dataset
+        chunk = rows_per_chunk(_STATS_BYTES_PER_VALUE * math.prod(x_train.shape[1:]))
+        mean, std = channel_stats(x_train, chunk=chunk)
+    return Dataset("npz", x_train, y_train, x_test, y_test, classes, augment, mean, std)

@@ -13,6 +13,7 @@ import torch
 
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.images import list_images, read_images
+from learnloss.data.limits import check_classes
 from learnloss.errors import DatasetFormatError
 
 __all__ = ["load_tiny_imagenet"]
@@ -31,10 +32,17 @@ def _read_lines(path: Path) -> list[str]:
 
 def load_tiny_imagenet(paths: dict[str, Path]) -> Dataset:
     """Tiny ImageNet from its extracted folder (``paths`` keyed by ``wnids.txt``, ``train`` and
-    ``val/val_annotations.txt``), as ``uint8`` RGB images ``(N, 3, 64, 64)``."""
+    ``val/val_annotations.txt``), as ``uint8`` RGB images ``(N, 3, 64, 64)``.
+
+    Raises:
+        DatasetFormatError: a list is unreadable or malformed, or an image is (see :func:`read_images`).
+        ResourceLimitError: ``wnids.txt`` names more than ``LEARNLOSS_MAX_CLASSES`` classes, or the images exceed
+            the limits :func:`read_images` checks before decoding.
+    """
     wnids = _read_lines(paths["wnids.txt"])
     if not wnids or len(set(wnids)) != len(wnids):
         raise DatasetFormatError(f"{paths['wnids.txt']}: expected one distinct class id per line")
+    check_classes(len(wnids), str(paths["wnids.txt"]))
     index = {wnid: i for i, wnid in enumerate(wnids)}
     train_files: list[Path] = []
     train_labels: list[int] = []

@@ -1,7 +1,8 @@
 """The labeling workflow on a real image collection: init, query, label, status, export.
 
 ``init`` registers the images of a data root (a class-per-folder tree, a flat folder, or a CSV manifest) and
-optional initial labels in a new project store. ``query`` trains on the current labels — or reuses the
+optional initial labels in a new project store; ``add`` registers more images of the same data root. Both register
+only images every later command can read and address (see :func:`init_project`), all or nothing. ``query`` trains on the current labels — or reuses the
 checkpoint whose label fingerprint matches them — scores the unlabeled pool, records the query and writes the
 batch for labelers. Every step is a transaction written after its checkpoint is durable, so a query killed at
 any moment is simply run again: it reuses what was finished and never records a second query for the same
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import tempfile
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +25,13 @@ import torch
 
 from learnloss.active.oracle import HumanOracle
 from learnloss.data.dataset import AugmentSpec, Dataset
-from learnloss.data.images import list_images, probe_images, read_images
-from learnloss.errors import UsageError
+from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header, read_images
+from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.exports import (
-    QueriedItem, read_manifest, unescape_cell, write_csv, write_json, write_query_batch,
+    QueriedItem, read_table, unescape_cell, write_csv, write_json, write_query_batch,
 )
 from learnloss.project.importer import import_labels
-from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
+from learnloss.project.paths import AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 from learnloss.runs.builder import build_loop
 from learnloss.runs.journal import LabelingJournal, label_fingerprint
@@ -35,67 +39,220 @@ from learnloss.runs.presets import resolve_spec
 from learnloss.runs.spec import RunSpec
 
 __all__ = [
-    "EXPORT_FIELDS", "QueryOutcome", "export_labels", "init_project", "project_dataset", "project_spec", "project_status",
-    "query_project",
+    "COLORS", "EXPORT_FIELDS", "QueryOutcome", "add_items", "export_labels", "init_project", "project_dataset",
+    "project_spec", "project_status", "query_project",
 ]
 
-# --------------------------------------------------------------------------------------------------- init
+#: The colour settings of a project: the most common mode of its images, or one for all.
+COLORS = ("auto", "rgb", "grey")
+_COLOR_ALIASES = {"gray": "grey", "greyscale": "grey", "grayscale": "grey", "color": "rgb", "colour": "rgb"}
+#: How many offenders one refusal lists (the count says how many more there are).
+MAX_LISTED = 20
+
+# --------------------------------------------------------------------------------------------- registering
 
 
 @dataclass(frozen=True)
 class _Entry:
+    """An image to register: its item name (relative to the data root, POSIX, NFC), label, split, and where it was
+    listed (``manifest.csv row 3``; empty for a folder scan)."""
+
     path: str
     label: str | None
     split: str
+    origin: str = ""
+
+    @property
+    def where(self) -> str:
+        """How messages name the entry."""
+        return f"{self.origin}: {self.path!r}" if self.origin else repr(self.path)
 
 
-def _scan_folder(root: Path) -> list[_Entry]:
-    """A class-per-folder tree (``root/<class>/*``, optionally under ``train/`` and ``test/``) gives labels;
-    any other layout gives unlabeled pool items."""
-    images = list_images(root)
+#: A problem of an image to register: where (its name or manifest row; empty when the reason says it) and why.
+_Problem = tuple[str, str]
+
+
+def _listed(problems: Sequence[_Problem]) -> str:
+    """The problems on one line, those with one reason together (up to :data:`MAX_LISTED` names each), in order."""
+    groups: dict[str, list[str]] = {}
+    for where, reason in problems:
+        groups.setdefault(reason, []).append(where)
+    parts = []
+    for reason, places in list(groups.items())[:MAX_LISTED]:
+        named = [place for place in places if place]
+        more = f" and {len(named) - MAX_LISTED} more" if len(named) > MAX_LISTED else ""
+        parts.append(f"{', '.join(named[:MAX_LISTED])}{more}: {reason}" if named else reason)
+    rest = len(groups) - MAX_LISTED
+    return "; ".join(parts) + (f"; and {rest} more kinds of problem" if rest > 0 else "")
+
+
+def _split(where: str, message: str) -> _Problem:
+    """``message`` (an error's, starting with ``where: ``) as a problem."""
+    return (where, message[len(where) + 2:]) if message.startswith(where + ": ") else ("", message)
+
+
+def _scan_folder(root: Path, folder: Path, layout: bool, registered: frozenset[str] = frozenset()
+                 ) -> tuple[list[_Entry], list[_Problem], int]:
+    """The images under ``folder`` (inside ``root``) as entries named relative to ``root``, the names that cannot
+    be items, and how many images were skipped as ``registered`` already. With ``layout``, a class-per-folder tree
+    (``<class>/*``, optionally under ``train/`` and ``test/``) gives labels; any other layout gives unlabeled pool
+    items."""
+    images = list_images(folder)
     if not images:
-        raise UsageError(f"no images found under {root} (looked for {', '.join(sorted({'.png', '.jpg', '.jpeg'}))}, …)")
-    relative = [image.relative_to(root) for image in images]
+        raise UsageError(f"no images found under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    relative = [image.relative_to(folder) for image in images]
     top = {r.parts[0] for r in relative}
-    if top <= {"train", "test"} and all(len(r.parts) == 3 for r in relative):
-        return [_Entry(r.as_posix(), r.parts[1], "pool" if r.parts[0] == "train" else "test") for r in relative]
-    if all(len(r.parts) == 2 for r in relative):
-        return [_Entry(r.as_posix(), r.parts[0], "pool") for r in relative]
-    return [_Entry(r.as_posix(), None, "pool") for r in relative]
+    found: list[tuple[str | None, str]]
+    if layout and top <= {"train", "test"} and all(len(r.parts) == 3 for r in relative):
+        found = [(r.parts[1], "pool" if r.parts[0] == "train" else "test") for r in relative]
+    elif layout and all(len(r.parts) == 2 for r in relative):
+        found = [(r.parts[0], "pool") for r in relative]
+    else:
+        found = [(None, "pool") for _ in relative]
+    entries: list[_Entry] = []
+    problems: list[_Problem] = []
+    skipped = 0
+    for image, (label, split) in zip(images, found):
+        name = image.relative_to(root).as_posix()
+        if nfc(name) in registered:
+            skipped += 1
+            continue
+        problem = name_problem(name)
+        if problem:
+            problems.append((ascii(name), problem))
+            continue
+        entries.append(_Entry(nfc(name), nfc(label) if label is not None else None, split))
+    return entries, problems, skipped
 
 
-def _read_manifest(manifest: Path, root: Path) -> list[_Entry]:
-    reader, header = read_manifest(manifest)
+def _read_manifest(manifest: Path, prefix: str) -> tuple[list[_Entry], list[_Problem]]:
+    """The rows of a CSV manifest (``path[,label][,split]``, paths relative to its folder, which is ``prefix``
+    under the data root) as entries, and the problems of its rows."""
+    header, rows = read_table(manifest)
     if "path" not in header:
         raise UsageError(f"{manifest}: needs a 'path' column (and optionally 'label' and 'split'), found {header}")
     entries: list[_Entry] = []
-    problems: list[str] = []
+    problems: list[_Problem] = []
     seen: dict[str, int] = {}
-    for number, row in enumerate(reader, start=2):
+    for number, row in rows:
         where = f"{manifest.name} row {number}"
         try:
-            path = safe_relative(unescape_cell((row.get("path") or "").strip()), where)
-            if not resolve_inside(root, path, where).is_file():
-                problems.append(f"{where}: {path} is not a file under {root}")
-                continue
+            relative = safe_relative(unescape_cell(row.get("path", "").strip()), where)
         except UnsafePathError as error:
-            problems.append(str(error))
+            problems.append(("", str(error)))
             continue
+        problem = name_problem(relative)
+        if problem:
+            problems.append((f"{where}: {ascii(relative)}", problem))
+            continue
+        path = nfc(f"{prefix}/{relative}" if prefix else relative)
         if path in seen:
-            problems.append(f"{where}: {path} is listed again (first at row {seen[path]})")
+            problems.append((f"{where}: {path!r}", f"listed again (first at row {seen[path]})"))
             continue
         seen[path] = number
         split = (row.get("split") or "pool").strip().lower() or "pool"
         if split not in ("pool", "test"):
-            problems.append(f"{where}: split must be pool or test, got {split!r}")
+            problems.append((where, f"split must be pool or test, got {split!r}"))
             continue
-        label = unescape_cell((row.get("label") or "").strip()) or None
-        entries.append(_Entry(path, label, split))
+        label = nfc(unescape_cell((row.get("label") or "").strip())) or None
+        entries.append(_Entry(path, label, split, where))
+    return entries, problems
+
+
+def _check_files(root: Path, entries: list[_Entry], problems: list[_Problem], source: object, done: str
+                 ) -> tuple[list[_Entry], list[ImageHeader]]:
+    """Keep the entries whose file is an image inside ``root`` that Pillow can read (header only); refuse them all
+    with the list of offenders (and the earlier ``problems``) otherwise.
+
+    Raises:
+        UsageError: one line: how many problems, that nothing was ``done``, the first :data:`MAX_LISTED`.
+    """
+    spellings: dict[str, int] = {}
+    for entry in entries:
+        spellings[entry.path] = spellings.get(entry.path, 0) + 1
+    locator = ItemLocator(root)
+    kept: list[_Entry] = []
+    headers: list[ImageHeader] = []
+    reported: set[str] = set()
+    for entry in entries:
+        if spellings[entry.path] > 1:  # a folder scan found two names that normalise alike
+            if entry.path not in reported:
+                reported.add(entry.path)
+                problems.append((entry.where, f"{spellings[entry.path]} files have this name once Unicode-normalised "
+                                              "(NFC); rename all but one"))
+            continue
+        try:
+            path = locator.find(entry.path, entry.origin)
+        except AmbiguousNameError as error:
+            problems.append(("", str(error)))
+            continue
+        except UnsafePathError:  # names are relative and climb nowhere by now: a symlink leads out
+            problems.append((entry.where, f"a symlink leads it outside the data root {root}; copy the image into the "
+                                          "data root or leave it out"))
+            continue
+        if not path.is_file():
+            problems.append((entry.where, f"not a file under {root}"))
+            continue
+        try:
+            headers.append(read_header(path, entry.where))
+        except LearnLossError as error:
+            problems.append(_split(entry.where, str(error)))
+            continue
+        kept.append(entry)
     if problems:
-        raise UsageError(f"{manifest}: {len(problems)} problem(s), nothing was created: " + "; ".join(problems[:20]))
-    if not entries:
-        raise UsageError(f"{manifest}: lists no images")
-    return entries
+        raise UsageError(f"{source}: {len(problems)} problem(s), nothing was {done}: {_listed(problems)}")
+    return kept, headers
+
+
+def _class_names(names: Sequence[str], what: str) -> list[str]:
+    """``names`` trimmed and NFC-normalised; refused when one is empty, holds a control character, starts like an
+    escaped formula, or repeats another once normalised (SQLite would refuse the second one)."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    for raw in names:
+        name = nfc(raw.strip())
+        if not name:
+            problems.append("an empty class name")
+        elif any(unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") for char in name):
+            problems.append(f"{ascii(name)} holds a control character")
+        elif unescape_cell(name) != name:
+            problems.append(f"{name!r} starts with ' before a formula character, which label files read as a "
+                            "spreadsheet escape")
+        elif name in seen:
+            problems.append(f"{ascii(seen[name])} and {ascii(raw)} are the same class once trimmed and "
+                            "Unicode-normalised")
+        else:
+            seen[name] = raw
+            out.append(name)
+    if problems:
+        raise UsageError(f"{what}: {'; '.join(problems[:MAX_LISTED])}; give each class once, by a plain name")
+    return out
+
+
+def _color_setting(color: str) -> str:
+    setting = _COLOR_ALIASES.get(str(color).strip().lower(), str(color).strip().lower())
+    if setting not in COLORS:
+        raise UsageError(f"the colour setting must be one of {', '.join(COLORS)}, got {color!r}")
+    return setting
+
+
+def _decide_color(headers: Sequence[ImageHeader], setting: str = "auto") -> tuple[str, int]:
+    """The colour mode of a project (``'grey'`` or ``'rgb'``: ``setting``, or with ``auto`` the mode most of
+    ``headers`` have, colour on a tie) and how many of the images are converted to it."""
+    grey = sum(header.grey for header in headers)
+    colour = len(headers) - grey
+    mode = setting if setting != "auto" else ("grey" if grey > colour else "rgb")
+    return mode, colour if mode == "grey" else grey
+
+
+def _register(store: ProjectStore, db: sqlite3.Connection, entries: Sequence[_Entry], class_names: dict[str, str],
+              source: str) -> None:
+    """Register ``entries`` and their labels inside the transaction ``db``."""
+    for split in ("pool", "test"):
+        store.add_items(db, [e.path for e in entries if e.split == split], split)
+    ids = store.item_ids(db, [e.path for e in entries])
+    store.add_labels(db, [LabelRecord(ids[e.path], class_names[e.label], source) for e in entries if e.label])
 
 
 def init_project(
@@ -105,59 +262,161 @@ def init_project(
     classes: list[str] | None = None,
     labels: str | Path | None = None,
     settings: dict[str, Any] | None = None,
-) -> dict[str, int]:
+    color: str = "auto",
+) -> dict[str, Any]:
     """Create the project ``project`` over the images of ``images`` (a folder) or ``manifest`` (a CSV with
     ``path[,label][,split]``, paths relative to the manifest's folder), with optional initial ``labels`` (a
     file :func:`~learnloss.project.importer.import_labels` reads). All of it is validated and built in a
     temporary folder that is renamed into place only when complete: a failed init leaves nothing behind.
 
-    Returns the store's counts.
+    Only images every later command can use are registered: each must be inside the data root (no symlink out of
+    it), an image Pillow can read (its header is checked, pixel limit included) and a name that exports, spreadsheets
+    and label files carry unchanged (:func:`~learnloss.project.paths.name_problem`); names are stored in Unicode
+    NFC, and two files whose names normalise alike are refused. Any offender refuses the whole init, listing them.
+    Every image is read in one colour mode, ``color``: ``'rgb'``, ``'grey'``, or ``'auto'`` (the mode most images
+    have; colour on a tie), stored in the project.
+
+    Returns the store's counts (``pool``, ``test``, ``labeled``, …), ``color`` (``'grey'`` or ``'rgb'``) and
+    ``converted`` (how many images are read in the other mode than their own).
 
     Raises:
-        UsageError: the project exists, the sources are missing or invalid, classes are missing or unknown.
+        UsageError: the project exists; the sources are missing or invalid (every offender listed); classes are
+            missing, unknown or repeated; ``color`` is not a colour setting.
     """
     project = Path(project)
     if (images is None) == (manifest is None):
         raise UsageError("give exactly one of --images DIR or --manifest FILE.csv")
+    setting = _color_setting(color)
     if project.exists() and (not project.is_dir() or any(project.iterdir())):
         raise UsageError(f"{project} already exists and is not an empty folder; choose a new project folder")
     root = (Path(images) if images is not None else Path(str(manifest)).parent).resolve()
     if not root.is_dir():
         raise UsageError(f"the data root {root} is not a folder")
-    entries = _scan_folder(root) if images is not None else _read_manifest(Path(str(manifest)), root)
+    if images is not None:
+        entries, problems, _ = _scan_folder(root, root, layout=True)
+        source: object = root
+    else:
+        entries, problems = _read_manifest(Path(str(manifest)), "")
+        source = manifest
+        if not entries and not problems:
+            raise UsageError(f"{manifest}: lists no images")
+    entries, headers = _check_files(root, entries, problems, source, "created")
     found = sorted({e.label for e in entries if e.label is not None})
-    names = list(classes) if classes else found
+    names = _class_names(classes, "--classes") if classes else _class_names(found, "the class names of the sources")
     if len(names) < 2:
         raise UsageError("a project needs at least two classes; give them with --classes a,b,c")
-    if len(set(names)) != len(names):
-        raise UsageError(f"--classes lists a class twice: {names}")
     unknown = sorted(set(found) - set(names))
     if unknown:
         raise UsageError(f"the sources use classes not in --classes: {', '.join(unknown)}")
+    mode, converted = _decide_color(headers, setting)
     spec = resolve_spec("labeling", settings)  # every setting checked before anything is created
     project.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.name}.", dir=project.parent))
     try:
-        with ProjectStore(staging, create=True) as store:
+        with ProjectStore(staging, create=True, kind="labeling") as store:
             with store.transaction() as db:
                 store.set_meta("kind", "labeling", db)
                 store.set_meta("data_root", str(root), db)
                 store.set_meta("settings", spec.to_dict(), db)
+                store.set_meta("color", mode, db)
                 store.add_classes(db, names)
-                for split in ("pool", "test"):
-                    store.add_items(db, [e.path for e in entries if e.split == split], split)
-                ids = store.item_ids(db, [e.path for e in entries])
-                store.add_labels(db, [LabelRecord(ids[e.path], e.label, "init") for e in entries if e.label])
+                _register(store, db, entries, {name: name for name in names}, "init")
             if labels is not None:
                 import_labels(store, labels)
-            counts = store.counts()
+            counts: dict[str, Any] = dict(store.counts())
         if project.exists():
             project.rmdir()
         os.replace(staging, project)
+    except sqlite3.IntegrityError as error:  # validated above; a store constraint is the last line of defence
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(f"{source}: the sources repeat an item or a class ({error}); nothing was created") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return counts
+    return {**counts, "color": mode, "converted": converted}
+
+
+def add_items(
+    project: str | Path, images: str | Path | None = None, manifest: str | Path | None = None, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Register new images of the project's data root: the images under the folder ``images`` (the data root or a
+    folder inside it; images registered already, or registered and removed since, are skipped), or those a CSV
+    ``manifest`` lists (in a folder inside the data root; ``path[,label][,split]``, paths relative to its folder; an
+    image registered already is refused, and labels must be known classes). They are validated like
+    :func:`init_project`'s and added with their labels in one transaction, all or nothing, under the project's lock
+    (never during a query; waits up to ``timeout`` seconds).
+
+    Returns ``added``, ``pool``, ``test``, ``labeled`` (how many of them), ``skipped`` (registered already, removed
+    ones included), the project's ``color`` and how many of the new images are ``converted`` to it.
+
+    Raises:
+        UsageError: not a labeling project; the sources are outside the data root, missing or invalid (every
+            offender listed); nothing new to add.
+        StoreBusyError: a query or another change held the project beyond ``timeout``.
+    """
+    if (images is None) == (manifest is None):
+        raise UsageError("give exactly one of --images DIR or --manifest FILE.csv")
+    with ProjectStore(project, timeout=timeout, kind="labeling") as store, store.exclusive("add", timeout):
+        data_root = store.meta("data_root")
+        if store.meta("kind") != "labeling" or not isinstance(data_root, str):
+            raise UsageError(f"{project} is not a labeling project (made by learnloss init); nothing was added")
+        root = Path(data_root)
+        if not root.is_dir():
+            raise UsageError(f"the project's data root {root} is not a folder any more; restore it")
+        base = (Path(images) if images is not None else Path(str(manifest)).parent).resolve()
+        if not base.is_dir():
+            raise UsageError(f"{base} is not a folder")
+        real_root = root.resolve()
+        if base != real_root and real_root not in base.parents:
+            raise UsageError(f"{base} is not inside the project's data root {root}; move or copy the new images "
+                             "under it first")
+        registered = {nfc(source) for _, source, _ in store.items_with_split()}
+        removed = {nfc(source): reason for _, source, _, reason in store.retired_items()}  # stay registered
+        registered |= removed.keys()
+        skipped = 0
+        if images is not None:
+            entries, problems, skipped = _scan_folder(root, base, layout=False, registered=frozenset(registered))
+            if not entries and not problems:
+                raise UsageError(f"no new images under {base}: all {skipped} are registered already")
+            source: object = base
+        else:
+            prefix = base.relative_to(real_root).as_posix()
+            entries, problems = _read_manifest(Path(str(manifest)), "" if prefix == "." else prefix)
+            source = manifest
+            if not entries and not problems:
+                raise UsageError(f"{manifest}: lists no images")
+            for entry in entries:
+                if entry.path in removed:
+                    why = f" ({removed[entry.path]})" if removed[entry.path] else ""
+                    problems.append((entry.where, f"registered already and removed from the project since{why}; "
+                                                  "delete the row"))
+                elif entry.path in registered:
+                    problems.append((entry.where, "registered already; delete the row"))
+            entries = [e for e in entries if e.path not in registered]
+        class_names = {nfc(name): name for name in store.classes()}
+        problems.extend((e.where, f"unknown class {e.label!r}; the classes are {', '.join(sorted(class_names))}")
+                        for e in entries if e.label is not None and e.label not in class_names)
+        entries, headers = _check_files(root, entries, problems, source, "added")
+        mode, converted = _decide_color(headers, _project_color(store, root))
+        try:
+            with store.transaction() as db:
+                _register(store, db, entries, class_names, "add")
+        except sqlite3.IntegrityError as error:  # e.g. an image registered once and removed from the project since
+            raise UsageError(f"{source}: an image is registered already ({error}); nothing was added") from None
+    return {"added": len(entries), "pool": sum(e.split == "pool" for e in entries),
+            "test": sum(e.split == "test" for e in entries), "labeled": sum(e.label is not None for e in entries),
+            "skipped": skipped, "color": mode, "converted": converted}
+
+
+def _project_color(store: ProjectStore, root: Path) -> str:
+    """The project's colour mode (``'grey'`` or ``'rgb'``): stored by init, or for a project made before that,
+    the mode most of its images have (from their headers)."""
+    stored = store.meta("color")
+    if stored in ("grey", "rgb"):
+        return str(stored)
+    locator = ItemLocator(root)
+    paths = [locator.find(source, f"item {item_id}") for item_id, source, _ in store.items_with_split()]
+    return _decide_color([read_header(path) for path in paths if path.is_file()])[0]
 
 
 # -------------------------------------------------------------------------------------------------- query
@@ -189,14 +448,18 @@ def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] |
                     ) -> tuple[Dataset, list[int]]:
     """The project's images as a dataset — the pool items with their current labels (``-1``: unlabeled) and the
     labeled test items — and the store's item id of each pool index. ``labels`` are the store's current labels
-    when the caller has read them already."""
+    when the caller has read them already. Every image is read in the project's colour mode (stored by init; for
+    an older project, the mode most of its images have)."""
     root = Path(store.meta("data_root"))
     rows = store.items_with_split()
-    paths = [resolve_inside(root, source, f"item {item_id}") for item_id, source, _ in rows]
-    missing = [str(p) for p in paths if not p.is_file()]
+    locator = ItemLocator(root)
+    paths = [locator.find(source, f"item {item_id}") for item_id, source, _ in rows]
+    missing = [(item_id, source) for (item_id, source, _), path in zip(rows, paths) if not path.is_file()]
     if missing:
-        raise UsageError(f"{len(missing)} image(s) of the project are gone, e.g. {missing[0]}; restore them")
-    _, mode = probe_images(paths[:1])
+        ids = " ".join(str(item_id) for item_id, _ in missing[:20]) + (" …" if len(missing) > 20 else "")
+        raise UsageError(f"{len(missing)} image(s) of the project are gone from {root}, e.g. {missing[0][1]!r}; "
+                         f"restore them, or retire them with learnloss remove {store.project} {ids}")
+    mode = "L" if _project_color(store, root) == "grey" else "RGB"
     size = spec.image_size or 32
     images = torch.from_numpy(read_images(paths, mode, (size, size), resize=True))
     classes = store.classes()
@@ -232,7 +495,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     """
     if k <= 0:
         raise UsageError(f"--k must be positive, got {k}")
-    with ProjectStore(project) as store, store.exclusive("query"):
+    with ProjectStore(project, kind="labeling") as store, store.exclusive("query"):
         spec = project_spec(store, strategy).replace(device=device)
         classes = store.classes()
         labels = store.current_labels()
@@ -266,7 +529,7 @@ def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, 
 
 def project_status(project: str | Path) -> dict[str, Any]:
     """Counts, classes, per-cycle metrics and open queries of ``project``."""
-    with ProjectStore(project) as store:
+    with ProjectStore(project, kind="labeling") as store:
         keep = ("n_labeled", "test_accuracy", "lpm_ranking_accuracy")
         cycles = [{"cycle": c["cycle"], "status": c["status"], **{k: v for k, v in c["metrics"].items() if k in keep}}
                   for c in store.cycles()]

@@ -4,7 +4,9 @@ tapping metadata for the loss prediction module of Yoo & Kweon (CVPR 2019)."""
 from __future__ import annotations
 
 from learnloss.models.mlp import MLP
-from learnloss.models.registry import available_models, build_model, default_taps, embedding_layer, model_builder
+from learnloss.models.registry import (
+    available_models, build_model, default_taps, embedding_layer, input_dims, model_builder,
+)
 from learnloss.models.resnet import RESNET_DEPTHS, BasicBlock, Bottleneck, ResNet, resnet
 from learnloss.models.small_cnn import SmallCNN
 
@@ -19,6 +21,7 @@ __all__ = [
     "build_model",
     "default_taps",
     "embedding_layer",
+    "input_dims",
     "model_builder",
     "resnet",
 ]

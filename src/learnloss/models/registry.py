@@ -21,7 +21,7 @@ from learnloss.models.mlp import MLP
 from learnloss.models.resnet import resnet
 from learnloss.models.small_cnn import SmallCNN
 
-__all__ = ["available_models", "build_model", "default_taps", "embedding_layer", "model_builder"]
+__all__ = ["available_models", "build_model", "default_taps", "embedding_layer", "input_dims", "model_builder"]
 
 
 ModelBuilder = Callable[..., nn.Module]
@@ -46,6 +46,15 @@ _MODELS: dict[str, ModelBuilder] = {
     "small-cnn": SmallCNN,
     "mlp": MLP,
 }
+
+
+_VECTOR_MODELS = frozenset({"mlp"})
+
+
+def input_dims(name: str) -> int:
+    """How many dimensions one input sample of the registered model ``name`` has: 1 for a vector model (``mlp``,
+    ``(D,)``), 3 for an image model (``(C, H, W)``)."""
+    return 1 if _normalise(name) in _VECTOR_MODELS else 3
 
 
 def available_models() -> list[str]:

@@ -1,7 +1,8 @@
 """Files for people: a queried batch (CSV, JSON, Label Studio tasks) and every label with its provenance.
 
 CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
-return) are prefixed with ``'`` (OWASP, "CSV Injection"); :func:`unescape_cell` undoes it on import. Every file
+return) are prefixed with ``'`` (OWASP, "CSV Injection"), and so is text that merely starts with ``'`` before
+such a character, so that :func:`unescape_cell` undoes exactly what was added on import. Every file
 is written atomically; JSON through :func:`learnloss.jsonio.write_json`, so a missing or non-finite number (the
 score of a ``random`` query) is ``null`` in JSON and an empty cell in CSV.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from learnloss.errors import UsageError
 
 __all__ = [
     "QueriedItem",
+    "csv_records",
     "escape_cell",
     "label_studio_config",
-    "read_manifest",
+    "read_table",
     "unescape_cell",
     "write_csv",
     "write_json",
@@ -39,18 +41,68 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 LOCAL_FILES_URL = "/data/local-files/?d="
 
 
+def _formula_like(text: str) -> bool:
+    """Whether ``text``, after any leading ``'``, starts like a formula: such text is escaped."""
+    return text.lstrip("'").startswith(_FORMULA_STARTS)
+
+
 def escape_cell(value: Any) -> Any:
-    """``value``, with a leading ``'`` when it is text a spreadsheet would evaluate as a formula."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    """``value``, with a leading ``'`` when it is text a spreadsheet would evaluate as a formula (or such text
+    already prefixed with ``'``, so that :func:`unescape_cell` restores every value exactly)."""
+    if isinstance(value, str) and _formula_like(value):
         return "'" + value
     return value
 
 
 def unescape_cell(value: str) -> str:
     """Undo :func:`escape_cell` on a cell read back from a CSV file."""
-    if value.startswith("'") and value[1:].startswith(_FORMULA_STARTS):
+    if value.startswith("'") and _formula_like(value[1:]):
         return value[1:]
     return value
+
+
+def csv_records(text: str, strict: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """The records of the CSV ``text``, each with the row number a spreadsheet shows for it: the first line is
+    row 1, a blank line is a row (yielded with no cells), a quoted cell spanning lines stays one row.
+
+    Raises:
+        csv.Error: malformed CSV; the records before it have been yielded (the failing one is the next number).
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
+    yield from enumerate(reader, start=1)
+
+
+def read_table(path: Path, what: str = "manifest") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A CSV file people wrote (UTF-8, with or without a BOM): its header names (stripped, lower-cased) and its
+    non-blank rows, each with its spreadsheet row number (:func:`csv_records`) and its cells by header name
+    (missing cells are empty; cells beyond the header are ignored).
+
+    Raises:
+        UsageError: the file cannot be read, is not UTF-8 text, is malformed CSV or repeats a column name.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise UsageError(f"cannot read the {what} {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    header: list[str] | None = None
+    rows: list[tuple[int, dict[str, str]]] = []
+    number = 0
+    try:
+        for number, cells in csv_records(text):
+            if not cells:
+                continue
+            if header is None:
+                header = [name.strip().lower() for name in cells]
+                repeated = sorted({name for name in header if name and header.count(name) > 1})
+                if repeated:
+                    raise UsageError(f"{path} row {number}: the header repeats the column(s) {', '.join(repeated)}")
+                continue
+            rows.append((number, {name: cells[i] if i < len(cells) else "" for i, name in enumerate(header)}))
+    except csv.Error as error:
+        raise UsageError(f"{path} row {number + 1}: malformed CSV ({error}); fix or re-save the file") from None
+    return header or [], rows
 
 
 def _csv_cell(value: Any) -> Any:
@@ -58,25 +110,6 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
         return ""
     return escape_cell(value)
-
-
-def read_manifest(manifest: Path) -> tuple[csv.DictReader, list[str]]:
-    """A CSV manifest or label file people wrote (UTF-8, with or without a BOM) as a reader over its rows, and its
-    header names stripped and lower-cased (set as the reader's field names).
-
-    Raises:
-        UsageError: the file cannot be read or is not UTF-8 text.
-    """
-    try:
-        text = manifest.read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise UsageError(f"cannot read the manifest {manifest}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{manifest}: not UTF-8 text; save it as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [name.strip().lower() for name in reader.fieldnames or []]
-    reader.fieldnames = header
-    return reader, header
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -4,10 +4,14 @@ Accepted files:
 
 * **CSV** (``.csv``, UTF-8): a header with ``label`` and ``id`` and/or ``path`` — the query batch that
   ``learnloss query`` writes, with its ``label`` column filled in, is such a file;
-* **JSON** (``.json``): a list of objects with ``label`` and ``id`` (or ``learnloss_id``) and/or ``path``;
+* **JSON** (``.json``): a list of objects with ``label`` and ``id`` (or ``learnloss_id``) and/or ``path``, or
+  an object holding such a list as ``items`` (the ``query-N.json`` that ``learnloss query`` writes, its ``label``
+  fields filled in) or ``labels``;
 * **Label Studio** (``.json``): the JSON export of a project whose tasks ``learnloss query`` wrote (each
   task's ``data.learnloss_id`` names the item; the label is the ``choices`` of its annotations).
 
+Ids are plain ASCII digits (surrounding whitespace is ignored, as in every cell); paths and labels are compared in
+Unicode NFC; CSV rows are numbered as a spreadsheet shows them (the header is row 1, blank lines count).
 Every problem of the file is collected — not UTF-8, malformed rows, empty labels, unknown ids or paths,
 ids that contradict their path, one item twice, unknown classes, a label that contradicts the stored one
 without ``relabel`` — and reported together; then nothing is written. A valid file is applied in one
@@ -21,19 +25,23 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from learnloss.errors import UsageError
-from learnloss.project.exports import unescape_cell
-from learnloss.project.paths import UnsafePathError, safe_relative
+from learnloss.project.exports import csv_records, unescape_cell
+from learnloss.project.paths import UnsafePathError, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 
 __all__ = ["ImportSummary", "LabelFileError", "LabelRow", "import_labels", "parse_label_file"]
 
 MAX_LISTED_PROBLEMS = 20
+#: An item id: ASCII digits only (``int()`` would also take ``+16``, ``1_9`` and other scripts' digits).
+_ID = re.compile(r"[0-9]+")
+_MAX_ID_DIGITS = 18  # every SQLite rowid fits; longer ids are unknown without converting them
 
 
 class LabelFileError(UsageError):
@@ -92,15 +100,19 @@ def _row(where: str, raw_id: Any, raw_path: Any, raw_label: Any, problems: list[
         problems.append(f"{where}: empty row; delete it")
         return None
     if not label:
-        problems.append(f"{where}: no label; fill it in or delete the row")
+        problems.append(f"{where}: no label; fill it in or delete the {'row' if where.startswith('row') else 'entry'}")
         return None
     item_id = None
     if ident:
-        try:
-            item_id = int(ident)
-        except ValueError:
-            problems.append(f"{where}: id {ident!r} is not a whole number")
+        if not _ID.fullmatch(ident):
+            shown = ident if len(ident) <= 40 else ident[:40] + "…"
+            problems.append(f"{where}: id {shown!r} is not a whole number in plain digits 0-9, as the exported "
+                            "files write it")
             return None
+        if len(ident) > _MAX_ID_DIGITS:
+            problems.append(f"{where}: unknown id {ident[:20]}… ({len(ident)} digits)")
+            return None
+        item_id = int(ident)
     if not ident and not path:
         problems.append(f"{where}: neither id nor path says which item is labeled {label!r}")
         return None
@@ -110,36 +122,40 @@ def _row(where: str, raw_id: Any, raw_path: Any, raw_label: Any, problems: list[
         except UnsafePathError as error:
             problems.append(str(error))
             return None
-    return LabelRow(where, item_id, path or None, label)
+        path = nfc(path)
+    return LabelRow(where, item_id, path or None, nfc(label))
 
 
 def _parse_csv(text: str, problems: list[str]) -> list[LabelRow]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[LabelRow] = []
+    number = 0
     try:
-        header = [name.strip().lower() for name in (reader.fieldnames or [])]
-    except csv.Error as error:
-        problems.append(f"header: malformed CSV ({error})")
-        return []
-    if "label" not in header or not {"id", "path"} & set(header):
-        problems.append(f"header: needs a 'label' column and an 'id' or 'path' column, found {header or 'nothing'}")
-        return []
-    if len(set(header)) != len(header):
-        problems.append(f"header: repeated column names {header}")
-        return []
-    reader.fieldnames = header
-    rows = []
-    try:
-        for number, record in enumerate(reader, start=2):
-            where = f"row {number}"
-            if None in record or any(value is None for value in record.values()):
-                problems.append(f"{where}: {'too many' if None in record else 'too few'} cells for the header")
+        for number, cells in csv_records(text, strict=True):
+            if not cells:  # a blank line: a spreadsheet shows an empty row, and so it is numbered
                 continue
-            record = {key: unescape_cell(value) for key, value in record.items()}  # undo the export's escaping
+            if header is None:
+                header = [name.strip().lower() for name in cells]
+                if "label" not in header or not {"id", "path"} & set(header):
+                    problems.append(f"header: needs a 'label' column and an 'id' or 'path' column, found {header}")
+                    return []
+                if len(set(header)) != len(header):
+                    problems.append(f"header: repeated column names {header}")
+                    return []
+                continue
+            where = f"row {number}"
+            if len(cells) != len(header):
+                problems.append(f"{where}: {'too many' if len(cells) > len(header) else 'too few'} cells for the "
+                                "header")
+                continue
+            record = {key: unescape_cell(value.strip()) for key, value in zip(header, cells)}  # undo the escaping
             row = _row(where, record.get("id"), record.get("path"), record["label"], problems)
             if row is not None:
                 rows.append(row)
     except csv.Error as error:
-        problems.append(f"row {reader.line_num}: malformed CSV ({error})")
+        problems.append(f"{'header' if header is None else f'row {number + 1}'}: malformed CSV ({error})")
+    if header is None and not problems:
+        problems.append("header: needs a 'label' column and an 'id' or 'path' column, found nothing")
     return rows
 
 
@@ -178,10 +194,20 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow]]:
     except json.JSONDecodeError as error:
         problems.append(f"line {error.lineno}: malformed JSON ({error.msg})")
         return "json", []
-    if isinstance(document, dict) and isinstance(document.get("labels"), list):
-        document = document["labels"]
+    except RecursionError:
+        problems.append("malformed JSON: nested too deeply to be a label file")
+        return "json", []
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        problems.append("malformed JSON: it holds a number with thousands of digits, which no label file needs")
+        return "json", []
+    if isinstance(document, dict):
+        for key in ("items", "labels"):  # query-N.json keeps its items under "items"
+            if isinstance(document.get(key), list):
+                document = document[key]
+                break
     if not isinstance(document, list):
-        problems.append("the JSON must be a list of labels (or of Label Studio tasks)")
+        problems.append("the JSON must be a list of labels (or of Label Studio tasks), or the query-N.json that "
+                        "learnloss query wrote, with its labels filled in")
         return "json", []
     studio = any(isinstance(entry, dict) and "annotations" in entry for entry in document)
     rows = []
@@ -247,8 +273,16 @@ def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) 
     fmt, rows, digest, problems = parse_label_file(path)
     with store.transaction() as db:  # validate inside the write lock: no other import can interleave
         by_id = dict(store.items(db=db))
-        by_path = {source: item_id for item_id, source in by_id.items()}
-        classes = set(store.classes(db))
+        by_path: dict[str, int] = {}
+        ambiguous: set[str] = set()  # stores made before names were normalised may hold two spellings of one name
+        for known_id, source in by_id.items():
+            key = nfc(source)
+            if key in by_path:
+                ambiguous.add(key)
+            by_path[key] = known_id
+        stored_classes = store.classes(db)
+        class_names = {nfc(name): name for name in stored_classes}  # compared in NFC, stored as registered
+        classes = set(stored_classes)
         current = store.current_labels(db)
         queried = store.queried_provenance(db)
         seen: dict[int, str] = {}
@@ -257,11 +291,15 @@ def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) 
         for row in rows:
             item_id = row.item_id
             if item_id is not None and item_id not in by_id:
-                problems.append(f"{row.where}: unknown id {item_id}")
+                problems.append(f"{row.where}: unknown id {item_id}: not an item of this project")
                 continue
             if row.path is not None:
+                if row.path in ambiguous:
+                    problems.append(f"{row.where}: path {row.path!r} names two items of this project (spelled with "
+                                    "different Unicode normalisation); give the item's id instead")
+                    continue
                 if row.path not in by_path:
-                    problems.append(f"{row.where}: unknown path {row.path!r}")
+                    problems.append(f"{row.where}: unknown path {row.path!r}: not an item of this project")
                     continue
                 if item_id is not None and by_path[row.path] != item_id:
                     problems.append(f"{row.where}: id {item_id} is {by_id[item_id]!r}, not {row.path!r}")
@@ -272,20 +310,21 @@ def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) 
                 problems.append(f"{row.where}: item {item_id} is labeled again (first at {seen[item_id]})")
                 continue
             seen[item_id] = row.where
-            if row.label not in classes:
+            label = class_names.get(row.label)
+            if label is None:
                 problems.append(f"{row.where}: unknown class {row.label!r}; the classes are {', '.join(sorted(classes))}")
                 continue
             stored = current.get(item_id)
-            if stored == row.label:
+            if stored == label:
                 unchanged += 1
                 continue
             if stored is not None and not relabel:
-                problems.append(f"{row.where}: item {item_id} is labeled {stored!r}, the file says {row.label!r}; "
+                problems.append(f"{row.where}: item {item_id} is labeled {stored!r}, the file says {label!r}; "
                                 "pass --relabel to change it (the old label is kept in the history)")
                 continue
             relabels += stored is not None
             cycle, strategy, score, rank = queried.get(item_id, (None, None, None, None))
-            new.append(LabelRecord(item_id, row.label, f"import:{fmt}", cycle, strategy, score, rank))
+            new.append(LabelRecord(item_id, label, f"import:{fmt}", cycle, strategy, score, rank))
         if problems:
             raise LabelFileError(path, problems)
         if new:

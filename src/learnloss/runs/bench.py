@@ -13,6 +13,7 @@ initial sets.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -98,15 +99,25 @@ def plan_runs(
     return plan
 
 
+def _number(value: float | None) -> str:
+    return "undefined" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
 def _finished(run: BenchRun) -> bool:
     """Whether ``run`` already has results made with its specification; a mismatch is an error, not a re-run."""
     path = run.folder / RESULTS_FILENAME
     if not path.exists():
         return False
-    differ = spec_differences(load_results(path).get("bench", {}).get("settings", {}), run.spec)
+    bench = load_results(path).get("bench")
+    settings = bench.get("settings") if isinstance(bench, dict) else None
+    if not isinstance(settings, dict):
+        raise UsageError(f"{path} records no benchmark settings, so it cannot be matched to this benchmark; "
+                         f"benchmark into another --out, or delete {run.folder} to run it again")
+    differ = spec_differences(settings, run.spec)
     if differ:
+        shown = "; ".join(differ[:4]) + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
         raise UsageError(
-            f"{path} was made with other settings ({'; '.join(differ)}); benchmark into another --out, or delete "
+            f"{path} was made with other settings ({shown}); benchmark into another --out, or delete "
             f"{run.folder} to run it again"
         )
     return True
@@ -137,13 +148,15 @@ def run_bench(
     for number, run in enumerate(todo, 1):
         say(f"[{number}/{len(todo)}] {run.arm.label}, seed {run.seed}")
         resume = (run.folder / DB_FILENAME).exists()  # a run killed mid-way continues after its last step
-        results = run_experiment(run.spec, progress=progress, out=run.folder, resume=resume)
+        results = run_experiment(run.spec, progress=progress, out=run.folder, resume=resume,
+                                 log=lambda line: say(f"    {line}"), require_test=True)
         results["config"]["arm"] = run.arm.label
         results["bench"] = {"protocol": protocol, "settings": run.spec.to_dict()}
         run.folder.mkdir(parents=True, exist_ok=True)
         plot_learning_curve(results, run.folder / "learning_curve.png")
         write_json(run.folder / RESULTS_FILENAME, results)  # last: its presence marks the run done
         primary = results["primary_metric"]
-        say(f"    AUBC {results['aubc']:.4f}, final {primary.replace('_', ' ')} {results['cycles'][-1][primary]:.4f}, "
+        final = results["cycles"][-1][primary]
+        say(f"    AUBC {_number(results['aubc'])}, final {primary.replace('_', ' ')} {_number(final)}, "
             f"{results['wall_seconds']:.1f} s")
     return plan

@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from learnloss.active.loop import ActiveLearningLoop, LoopConfig
+from learnloss.active.loop import ActiveLearningLoop, LoopConfig, check_oracle
 from learnloss.active.oracle import Oracle
 from learnloss.data import load_dataset
 from learnloss.data.dataset import Dataset
 from learnloss.device import resolve_device
 from learnloss.inference.precision import Precision
-from learnloss.models import default_taps, embedding_layer, model_builder
+from learnloss.models import default_taps, embedding_layer, input_dims, model_builder
 from learnloss.runs.spec import RunSpec
 from learnloss.strategies import build_strategy
 from learnloss.tasks import build_task
@@ -88,13 +88,21 @@ def build_loop(
     model is built after ``torch.manual_seed(spec.seed)``, so the same seed gives the same initial weights.
 
     Raises:
-        UsageError: a setting that does not fit the data (layers, budget) or the device.
+        UsageError: a setting that does not fit the data (layers, budget) or the device, or a strategy that needs
+            what the oracle cannot tell (true-loss with people as the oracle) — both before the data is loaded.
     """
     device = resolve_device(spec.device)
     strategy = build_strategy(spec.strategy)
+    if oracle is not None:
+        check_oracle(strategy, oracle)  # e.g. true-loss in a labeling project: refused before anything loads
     make_model = model_builder(spec.model)  # an unknown name fails before the data is loaded
     if dataset is None:
         dataset = load_dataset(spec.dataset, spec.data_dir, download=spec.download)
+    if len(dataset.input_shape) != input_dims(spec.model):
+        kind = "vectors" if len(dataset.input_shape) == 1 else "images"
+        fits = "--model mlp" if kind == "vectors" else "an image model (--model small-cnn or a resnet)"
+        raise UsageError(f"dataset {dataset.name} holds {kind} of shape {tuple(dataset.input_shape)}, which model "
+                         f"{spec.model} cannot read; pass {fits}")
     task = build_task(spec.task or dataset.task)
     torch.manual_seed(spec.seed)
     model = make_model(dataset.in_channels, dataset.num_outputs, dropout=spec.dropout)

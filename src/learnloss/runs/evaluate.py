@@ -35,7 +35,7 @@ from learnloss.errors import UsageError
 from learnloss.inference import BatchOutputs, stream
 from learnloss.jsonio import write_json
 from learnloss.project.checkpoint import CheckpointError
-from learnloss.project.exports import read_manifest, unescape_cell, write_csv
+from learnloss.project.exports import read_table, unescape_cell, write_csv
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
 from learnloss.project.store import DB_FILENAME, ProjectStore
 from learnloss.runs.builder import build_loop
@@ -249,12 +249,12 @@ def _class_folders(root: Path) -> list[tuple[Path, str]]:
 
 def _manifest(manifest: Path) -> list[tuple[Path, str]]:
     """``(image, class)`` of a CSV manifest with ``path,label`` columns (paths relative to its folder)."""
-    reader, header = read_manifest(manifest)
+    header, rows = read_table(manifest)
     if "path" not in header or "label" not in header:
         raise UsageError(f"{manifest}: needs 'path' and 'label' columns, found {header}")
     root = manifest.parent.resolve()
     entries, problems = [], []
-    for number, row in enumerate(reader, start=2):
+    for number, row in rows:
         where = f"{manifest.name} row {number}"
         label = unescape_cell((row.get("label") or "").strip())
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,7 @@ from learnloss.metrics import aubc
 from learnloss.project.store import DB_FILENAME, ProjectStore
 from learnloss.reports.results import environment_info
 from learnloss.runs.builder import build_loop
-from learnloss.runs.journal import SimulationJournal
+from learnloss.runs.journal import SimulationJournal, data_fingerprint
 from learnloss.runs.spec import RunSpec
 
 __all__ = ["run_experiment"]
@@ -29,12 +31,33 @@ def _check_run_folder(out: Path, resume: bool) -> None:
         raise UsageError(f"{out} holds no run to resume (no {DB_FILENAME}); run without --resume to start one")
 
 
+def _say(line: str) -> None:
+    print(f"learnloss: {line}", file=sys.stderr)
+
+
+def _curve_aubc(cycles: list[dict[str, Any]], primary: str, test_size: int, say: Callable[[str], None]) -> float:
+    """The AUBC of the learning curve, or NaN — said once, with why — when a cycle has no finite test metric."""
+    values = [cycle[primary] for cycle in cycles]
+    if all(value is not None and math.isfinite(value) for value in values):
+        return aubc([c["n_labeled"] for c in cycles], values)
+    if test_size == 0:
+        say(f"note: the test split is empty, so {primary.replace('_', ' ')} and the AUBC are not defined (null in "
+            "results.json); give data with test samples to measure the run")
+    else:
+        bad = next(c["cycle"] for c in cycles if c[primary] is None or not math.isfinite(c[primary]))
+        say(f"warning: {primary.replace('_', ' ')} is not finite in cycle {bad}, so the AUBC is not defined (null in "
+            "results.json); check the test data for NaN/inf values")
+    return math.nan
+
+
 def run_experiment(
     spec: RunSpec,
     progress: bool = False,
     on_cycle: Callable[[CycleResult], None] | None = None,
     out: str | Path | None = None,
     resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    require_test: bool = False,
 ) -> dict[str, Any]:
     """Run the loop ``spec`` describes and return the ``results.json`` document.
 
@@ -49,20 +72,29 @@ def run_experiment(
 
     Raises:
         UsageError: a setting that does not fit; ``out`` holds a run but ``resume`` is false, or holds none but it
-            is true, or holds a run of another specification.
+            is true, or holds a run of another specification or on other data, or is a labeling project; no test
+            samples with ``require_test``.
+        CheckpointError: a checkpoint passed its checksum but does not fit the model, or ``checkpoints/`` is a
+            symbolic link.
     """
+    say = log or _say
     started = time.perf_counter()
+    recovered: list[str] = []
     if out is not None:
         _check_run_folder(Path(out), resume)
     loop = build_loop(spec, progress=progress)
     dataset, task = loop.dataset, loop.task
+    if require_test and dataset.x_test.shape[0] == 0:
+        raise UsageError(f"dataset {dataset.name} has no test samples, and a benchmark compares runs by their test "
+                         "metric; give data with a test split (x_test and y_test in an .npz)")
     if out is None:
         cycles = [result.to_dict() for result in loop.run(on_cycle)]
     else:
-        with ProjectStore(out, create=not resume) as store, store.exclusive("run"):
+        with ProjectStore(out, create=not resume, kind="simulation") as store, store.exclusive("run"):
             classes = list(dataset.classes) if task.name == "classification" else []
-            journal = SimulationJournal(store, spec, classes)
+            journal = SimulationJournal(store, spec, classes, data_fingerprint(dataset), log=say)
             cycles = [result.to_dict() for result in loop.run(on_cycle, journal)]
+            recovered = journal.recovered
     primary = f"test_{task.primary_metric}"
     config = {
         **spec.to_dict(),
@@ -77,12 +109,15 @@ def run_experiment(
         "input_shape": list(dataset.input_shape),
         "num_classes": dataset.num_classes,
     }
-    return {
+    document = {
         "config": config,
         "environment": environment_info(str(loop.device)),
         "primary_metric": primary,
         "cycles": cycles,
-        "aubc": aubc([c["n_labeled"] for c in cycles], [c[primary] for c in cycles]),
+        "aubc": _curve_aubc(cycles, primary, config["test_size"], say),
         "initial_labeled": np.flatnonzero(loop.pool.labeled_at == 0).tolist(),
         "wall_seconds": time.perf_counter() - started,
     }
+    if recovered:
+        document["recovered"] = recovered
+    return document
