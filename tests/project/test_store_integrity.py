@@ -18,6 +18,7 @@ import pytest
 
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.labeling.workflow import export_labels
+from learnloss.project import database
 from learnloss.project import store as store_module
 from learnloss.project.importer import LabelFileError, import_labels
 from learnloss.project.store import (
@@ -259,8 +260,8 @@ def test_flipped_bytes_in_the_labels_pages_are_refused_and_nothing_changes(tmp_p
 def test_reads_of_a_damaged_page_are_one_line_too(tmp_path):
     folder = _labeled(tmp_path / "p")
     _flip_labels_pages(folder)
-    where = store_module._Where(folder / DB_FILENAME, folder, 1.0)
-    db = store_module._connect(where)  # no check on purpose: the read itself must fail cleanly
+    where = database.Where(folder / DB_FILENAME, folder, 1.0)
+    db = database.connect(where)  # no check on purpose: the read itself must fail cleanly
     try:
         with pytest.raises(StoreCorruptError, match="is damaged .database disk image is malformed"):
             list(db.execute("SELECT * FROM labels"))
@@ -430,7 +431,7 @@ def test_creation_is_all_or_nothing(tmp_path, monkeypatch):
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module, "_publish", interrupted)
+    monkeypatch.setattr(store_module, "publish", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ProjectStore(tmp_path / "p", create=True, kind="simulation")
     assert list((tmp_path / "p").iterdir()) == [], "an interrupted creation left a store or its temporary file"

@@ -497,7 +497,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from learnloss.project.store import backup
+    from learnloss.project.backup import backup
 
     info = backup(args.project, args.file)
     print(f"wrote {info.path} ({info.size:,} bytes, schema version {info.schema_version}), checked")

@@ -27,16 +27,12 @@ from typing import Any
 from PIL import Image
 
 from learnloss.errors import UsageError
+from learnloss.project.backup import StoreInspection, inspect_store
+from learnloss.project.database import DB_FILENAME
+from learnloss.project.lock import project_lock
 from learnloss.project.paths import ItemLocator, UnsafePathError, nfc, safe_relative
-from learnloss.project.store import (
-    APPLICATION_ID,
-    DB_FILENAME,
-    SCHEMA_VERSION,
-    ProjectStore,
-    StoreInspection,
-    inspect_store,
-    project_lock,
-)
+from learnloss.project.schema import APPLICATION_ID, SCHEMA_VERSION
+from learnloss.project.store import ProjectStore
 
 __all__ = ["DoctorReport", "Finding", "RemovedItem", "UnknownItemsError", "doctor", "remove_items"]
 

@@ -10,8 +10,8 @@ no longer listed as an item, trained on, scored, queried or matched by an import
 Durability and concurrency come from SQLite itself: write-ahead logging, ``synchronous=FULL`` (a committed
 label survives a crash of the process or the machine), foreign keys, and ``BEGIN IMMEDIATE`` transactions, so
 a second writer waits up to ``timeout`` seconds and then fails with :class:`StoreBusyError` instead of
-corrupting anything. The schema version is SQLite's ``user_version``; :data:`MIGRATIONS` upgrades older
-stores in place, one transaction per step.
+corrupting anything. The schema version is SQLite's ``user_version``; the store upgrades an older store in place
+with :data:`MIGRATIONS`, one transaction per step.
 
 The store opens only what it recognises. A new store is built in a temporary file and linked into place
 complete, with SQLite's ``application_id`` set to :data:`APPLICATION_ID`; opening an existing file checks its
@@ -19,31 +19,55 @@ header, the application id, the schema version and SQLite's ``quick_check`` (or 
 before anything is written, and never (re)initialises a file it did not just create. A store records its kind
 (``labeling`` for ``learnloss init``, ``simulation`` for ``learnloss run --out``); a caller that names the kind
 it needs is refused a store of the other kind. Every SQLite error that leaves the store is one
-:class:`StoreError` line naming the file and what to do: damaged (:class:`StoreCorruptError`), out of space
-(:class:`StoreDiskFullError`), not writable (:class:`StoreReadOnlyError`), busy (:class:`StoreBusyError`).
+:class:`StoreError` line naming the file and what to do.
+
+The pieces underneath have modules of their own, whose public names this module re-exports: the schema
+(:mod:`learnloss.project.schema`), the SQLite file with its checks and errors (:mod:`learnloss.project.database`),
+the project lock (:mod:`learnloss.project.lock`), and backups and inspection (:mod:`learnloss.project.backup`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import re
 import sqlite3
 import tempfile
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
-from learnloss.atomic import fsync_dir
-from learnloss.errors import LearnLossError, UsageError
+from learnloss.errors import UsageError
 from learnloss.jsonio import dumps
+from learnloss.project.backup import BackupInfo, StoreInspection, backup, inspect_store
+from learnloss.project.database import (
+    DB_FILENAME,
+    Check,
+    Format,
+    StoreBusyError,
+    StoreConnection,
+    StoreConstraintError,
+    StoreCorruptError,
+    StoreDiskFullError,
+    StoreError,
+    StoreFormatError,
+    StoreIOError,
+    StoreKindError,
+    StoreReadOnlyError,
+    Where,
+    busy_error,
+    check_file,
+    check_format,
+    connect,
+    corrupt_error,
+    integrity_problems,
+    publish,
+    raise_if_damaged,
+)
+from learnloss.project.lock import LOCK_FILENAME, project_lock
+from learnloss.project.schema import APPLICATION_ID, KINDS, MIGRATIONS, SCHEMA_VERSION, Kind
 
 __all__ = [
     "APPLICATION_ID",
@@ -70,539 +94,10 @@ __all__ = [
     "project_lock",
 ]
 
-DB_FILENAME = "learnloss.db"
-LOCK_FILENAME = ".lock"
-
-#: SQLite's ``PRAGMA application_id`` of every learnloss store (the ASCII bytes ``LNLS``, big-endian): tells a
-#: learnloss store from any other SQLite database without reading its tables.
-APPLICATION_ID = 0x4C4E4C53
-
-#: The kinds of store: a labeling project (``learnloss init``) and a simulated run folder (``learnloss run --out``).
-KINDS = ("labeling", "simulation")
-Kind = Literal["labeling", "simulation"]
-Check = Literal["quick", "full"]
-
-#: The tables of schema version 1 and later; a database without them is not a learnloss store.
-_TABLES = frozenset({"meta", "classes", "items", "imports", "cycles", "labels", "queries"})
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-#: ``MIGRATIONS[v]`` takes a store from schema version ``v`` to ``v + 1``.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE classes (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-    CREATE TABLE items (
-        id INTEGER PRIMARY KEY,
-        source TEXT NOT NULL UNIQUE,
-        split TEXT NOT NULL CHECK (split IN ('pool', 'test'))
-    );
-    CREATE TABLE imports (
-        id INTEGER PRIMARY KEY,
-        file_name TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        format TEXT NOT NULL,
-        rows INTEGER NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE cycles (
-        cycle INTEGER PRIMARY KEY CHECK (cycle >= 0),
-        status TEXT NOT NULL CHECK (status IN ('trained', 'queried')),
-        config TEXT NOT NULL,
-        metrics TEXT NOT NULL,
-        label_fingerprint TEXT NOT NULL,
-        checkpoint TEXT,
-        checkpoint_sha256 TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE labels (
-        id INTEGER PRIMARY KEY,
-        item_id INTEGER NOT NULL REFERENCES items(id),
-        class_id INTEGER NOT NULL REFERENCES classes(id),
-        cycle INTEGER,
-        strategy TEXT,
-        score REAL,
-        rank INTEGER,
-        source TEXT NOT NULL,
-        import_id INTEGER REFERENCES imports(id),
-        created_at TEXT NOT NULL,
-        current INTEGER NOT NULL DEFAULT 1 CHECK (current IN (0, 1)),
-        superseded_by INTEGER REFERENCES labels(id)
-    );
-    CREATE UNIQUE INDEX labels_one_current ON labels(item_id) WHERE current = 1;
-    CREATE TABLE queries (
-        cycle INTEGER NOT NULL REFERENCES cycles(cycle),
-        item_id INTEGER NOT NULL REFERENCES items(id),
-        score REAL,
-        rank INTEGER NOT NULL,
-        strategy TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('open', 'labeled')),
-        prediction TEXT,
-        confidence REAL,
-        PRIMARY KEY (cycle, item_id)
-    );
-    CREATE INDEX queries_open ON queries(status);
-    """,
-    # v2: targets that are not a class (a regression vector; later boxes, keypoints) are stored as JSON in
-    # labels.target, so class_id becomes optional; every label has one or the other.
-    """
-    CREATE TABLE labels_v2 (
-        id INTEGER PRIMARY KEY,
-        item_id INTEGER NOT NULL REFERENCES items(id),
-        class_id INTEGER REFERENCES classes(id),
-        cycle INTEGER,
-        strategy TEXT,
-        score REAL,
-        rank INTEGER,
-        source TEXT NOT NULL,
-        import_id INTEGER REFERENCES imports(id),
-        created_at TEXT NOT NULL,
-        current INTEGER NOT NULL DEFAULT 1 CHECK (current IN (0, 1)),
-        superseded_by INTEGER REFERENCES labels_v2(id),
-        target TEXT,
-        CHECK (class_id IS NOT NULL OR target IS NOT NULL)
-    );
-    INSERT INTO labels_v2 (id, item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at,
-                           current, superseded_by)
-        SELECT id, item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at, current,
-               superseded_by FROM labels;
-    DROP INDEX labels_one_current;
-    DROP TABLE labels;
-    ALTER TABLE labels_v2 RENAME TO labels;
-    CREATE UNIQUE INDEX labels_one_current ON labels(item_id) WHERE current = 1;
-    """,
-    # v3: items are retired, never deleted (retired_at and retired_reason; NULL = active), and a query of a
-    # retired item is no longer open: queries.status may also be 'retired'.
-    """
-    ALTER TABLE items ADD COLUMN retired_at TEXT;
-    ALTER TABLE items ADD COLUMN retired_reason TEXT;
-    CREATE TABLE queries_v3 (
-        cycle INTEGER NOT NULL REFERENCES cycles(cycle),
-        item_id INTEGER NOT NULL REFERENCES items(id),
-        score REAL,
-        rank INTEGER NOT NULL,
-        strategy TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('open', 'labeled', 'retired')),
-        prediction TEXT,
-        confidence REAL,
-        PRIMARY KEY (cycle, item_id)
-    );
-    INSERT INTO queries_v3 (cycle, item_id, score, rank, strategy, status, prediction, confidence)
-        SELECT cycle, item_id, score, rank, strategy, status, prediction, confidence FROM queries;
-    DROP INDEX queries_open;
-    DROP TABLE queries;
-    ALTER TABLE queries_v3 RENAME TO queries;
-    CREATE INDEX queries_open ON queries(status);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-# ------------------------------------------------------------------------------------------------------ errors
-
-
-class StoreError(LearnLossError):
-    """The project's database failed at run time; the message names the file and what to do."""
-
-
-class StoreBusyError(StoreError):
-    """Another process held the project's database (or its lock) for longer than the timeout."""
-
-
-class StoreCorruptError(StoreError):
-    """The database is damaged: SQLite's integrity check fails, or a page cannot be read."""
-
-
-class StoreIOError(StoreError):
-    """The operating system refused to read or write the database. Exits with 74 (``EX_IOERR`` of
-    ``sysexits.h``), like the command line's other refused reads and writes."""
-
-    exit_code = 74
-
-
-class StoreDiskFullError(StoreIOError):
-    """No space was left on the device holding the database; the transaction was rolled back."""
-
-
-class StoreReadOnlyError(StoreIOError):
-    """The database cannot be written (a read-only file system, no permission) or opened."""
-
-
-class StoreConstraintError(StoreError, sqlite3.IntegrityError):
-    """A write broke a rule of the schema (a unique or foreign key, a check); it was rolled back. Also an
-    :class:`sqlite3.IntegrityError`, so code that expects one still catches it."""
-
-
-class StoreFormatError(UsageError):
-    """The file is not a learnloss project database (empty, foreign, not SQLite), or one made by a newer
-    learnloss."""
-
-
-class StoreKindError(StoreFormatError):
-    """The store is of the other kind: a run folder where a labeling project is needed, or the reverse."""
-
-
-# SQLite's primary result codes (https://www.sqlite.org/rescode.html) that the store tells apart.
-_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 5, 6, 8, 10, 11
-_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_CONSTRAINT, _SQLITE_AUTH, _SQLITE_FORMAT, _SQLITE_NOTADB = 13, 14, 19, 23, 24, 26
-
-
-@dataclass(frozen=True)
-class _Where:
-    """What an error message names: the database file, its project folder, the busy timeout, and the file to
-    name instead when the database is a copy being made (a backup's target)."""
-
-    path: Path
-    project: Path
-    timeout: float
-    subject: Path | None = None
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _busy_error(where: _Where) -> StoreBusyError:
-    return StoreBusyError(
-        f"another learnloss process is writing to {where.project} and did not finish within {where.timeout:g} s; "
-        "run the command again when it is done"
-    )
-
-
-def _corrupt_error(where: _Where, detail: str) -> StoreCorruptError:
-    return StoreCorruptError(
-        f"{where.path} is damaged ({_one_line(detail)}); restore it from a backup (learnloss backup PROJECT FILE "
-        f"makes one) or run learnloss doctor {where.project}"
-    )
-
-
-def _translate(error: sqlite3.Error, where: _Where) -> LearnLossError:
-    """The one-line :class:`StoreError` of an SQLite error, by SQLite's result code (Python 3.11+) or, failing
-    that, by its message."""
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    text = str(error)
-    lowered = text.lower()
-    target = where.subject or where.path
-    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or "database is locked" in lowered or "busy" in lowered:
-        return _busy_error(where)
-    if primary == _SQLITE_FULL or "disk is full" in lowered:
-        return StoreDiskFullError(f"no space left on the device holding {target}; free space and run the command "
-                                  "again; nothing was written")
-    if (primary in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN, _SQLITE_AUTH) or "readonly" in lowered
-            or "unable to open" in lowered):
-        return StoreReadOnlyError(
-            f"{target} cannot be opened or written ({text}): a read-only file system or no permission; make it and "
-            "its folder writable for you (or copy the project somewhere writable) and run the command again; "
-            "nothing was written"
-        )
-    if primary == _SQLITE_IOERR or "i/o error" in lowered:
-        return StoreIOError(f"reading or writing {target} failed in the operating system ({text}): the disk may be "
-                            "full, failing or gone; check it and run the command again; nothing was written")
-    if (primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FORMAT) or "malformed" in lowered
-            or "not a database" in lowered):
-        return _corrupt_error(where, text)
-    if isinstance(error, sqlite3.IntegrityError):
-        return StoreConstraintError(f"a write to {target} broke a rule of the store ({text}); it was rolled back, "
-                                    f"nothing was written; run learnloss doctor {where.project}")
-    return StoreError(f"an operation on {target} failed ({text}); nothing was written; run learnloss doctor "
-                      f"{where.project}, or restore it from a backup")
-
-
-#: Errors that are mistakes in learnloss itself (wrong SQL use, a closed connection), not the user's: they keep
-#: their type so the command line reports them as bugs.
-_BUGS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.NotSupportedError)
-
-
-class _StoreCursor(sqlite3.Cursor):
-    """A cursor whose every step turns SQLite errors into :class:`StoreError` lines (see :func:`_translate`)."""
-
-    connection: _StoreConnection
-
-    def _fail(self, error: sqlite3.Error) -> LearnLossError:
-        return _translate(error, self.connection.where)
-
-    def execute(self, sql: str, parameters: Any = (), /) -> _StoreCursor:  # type: ignore[override]
-        try:
-            super().execute(sql, parameters)
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
-        return self
-
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> _StoreCursor:  # type: ignore[override]
-        try:
-            super().executemany(sql, seq_of_parameters)
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return super().__next__()
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
-
-    def fetchone(self) -> Any:
-        try:
-            return super().fetchone()
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
-
-    def fetchmany(self, size: int | None = 1) -> list[Any]:
-        try:
-            return super().fetchmany(size if size is not None else self.arraysize)
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
-
-    def fetchall(self) -> list[Any]:
-        try:
-            return super().fetchall()
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
-
-
-class _StoreConnection(sqlite3.Connection):
-    """The store's connection: ``execute``, ``executemany`` and ``commit`` (and iterating their cursors) raise
-    a :class:`StoreError` line instead of an :class:`sqlite3.Error` — the one place where SQLite errors are
-    translated."""
-
-    where: _Where
-
-    def cursor(self, factory: Any = _StoreCursor) -> Any:  # type: ignore[override]
-        return super().cursor(factory)
-
-    def execute(self, sql: str, parameters: Any = (), /) -> _StoreCursor:  # type: ignore[override]
-        cursor: _StoreCursor = self.cursor()
-        return cursor.execute(sql, parameters)
-
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> _StoreCursor:  # type: ignore[override]
-        cursor: _StoreCursor = self.cursor()
-        return cursor.executemany(sql, parameters)
-
-    def commit(self) -> None:
-        try:
-            super().commit()
-        except _BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise _translate(error, self.where) from None
-
-    def rollback_quietly(self) -> None:
-        """Roll back the open transaction, if SQLite has not already (it does after a full disk or an I/O
-        error); an error doing so is left to the error that caused the rollback."""
-        if self.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                sqlite3.Connection.execute(self, "ROLLBACK")
-
-
-def _connect(where: _Where, mode: Literal["ro", "rw"] = "rw") -> _StoreConnection:
-    """Connect to the existing file ``where.path`` (``mode=rw``/``ro``: SQLite never creates it), foreign keys
-    on, ``synchronous=FULL``; nothing is written yet."""
-    uri = f"file:{quote(str(where.path.absolute()))}?mode={mode}"
-    try:
-        db = sqlite3.connect(uri, uri=True, timeout=where.timeout, isolation_level=None, factory=_StoreConnection)
-    except sqlite3.Error as error:
-        raise _translate(error, where) from None
-    assert isinstance(db, _StoreConnection)
-    db.where = where
-    try:
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA synchronous = FULL")
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _check_file(where: _Where) -> None:
-    """Refuse, before SQLite touches it, a path that is not a regular file, is empty, or is not an SQLite
-    database (its first 16 bytes). Nothing is created or written.
-
-    Raises:
-        StoreFormatError: not a file, empty, or not SQLite.
-        StoreReadOnlyError: the file cannot be read.
-    """
-    path = where.path
-    if not path.is_file():
-        raise StoreFormatError(f"{path} is not a file; a learnloss project keeps its database in a file named "
-                               f"{DB_FILENAME}")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(100)
-    except OSError as error:
-        raise StoreReadOnlyError(f"{path} cannot be read ({error.strerror}); make it readable for you and run the "
-                                 "command again") from None
-    if not head:
-        raise StoreFormatError(
-            f"{path} is empty (0 bytes), not a learnloss project database — probably cut short by a full disk or an "
-            "interrupted copy; it was left as it is: restore it from a backup, or delete it and create the project "
-            "again (learnloss init, or learnloss run --out)"
-        )
-    if not head.startswith(_SQLITE_MAGIC):
-        raise StoreFormatError(
-            f"{path} is not a readable learnloss project database (not an SQLite file: a foreign file, or a store "
-            "damaged at its start); it was left as it is: restore it from a backup, or point learnloss at a project "
-            "folder"
-        )
-    if len(head) < 100:
-        raise _corrupt_error(where, f"only {len(head)} bytes, shorter than an SQLite header")
-
-
-@dataclass(frozen=True)
-class _Format:
-    """What the header of a recognised store says: its application id and schema version, and whether it is a
-    store made before learnloss set the application id (to be set when it is next opened for writing)."""
-
-    application_id: int
-    version: int
-    legacy: bool
-
-
-def _check_format(db: _StoreConnection) -> _Format:
-    """Recognise a learnloss store by its application id (or, for a store made before learnloss set one, by
-    its tables), reading only.
-
-    Raises:
-        StoreFormatError: an empty or foreign SQLite database, or one from a newer learnloss.
-        StoreCorruptError: the header or the schema cannot be read, or tables are missing.
-    """
-    where = db.where
-    path = where.path
-    application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if application_id not in (0, APPLICATION_ID):
-        raise StoreFormatError(
-            f"{path} is an SQLite database of another application (application id {application_id:#010x}), not a "
-            "learnloss project; it was left as it is: point learnloss at a project folder (learnloss init makes one)"
-        )
-    if application_id == 0 and not tables and version == 0:
-        raise StoreFormatError(
-            f"{path} is an empty SQLite database, not a learnloss project; learnloss does not initialise a file it "
-            "did not create: delete it, or create the project in a new folder (learnloss init, or learnloss run --out)"
-        )
-    if application_id == 0 and (version == 0 or not _TABLES <= tables):
-        raise StoreFormatError(
-            f"{path} is an SQLite database but not a learnloss project (tables: {', '.join(sorted(tables)) or 'none'}); "
-            "it was left as it is: point learnloss at a project folder (learnloss init makes one)"
-        )
-    if version > SCHEMA_VERSION:
-        raise StoreFormatError(
-            f"{path} has schema version {version}, newer than this learnloss understands ({SCHEMA_VERSION}); "
-            "upgrade learnloss"
-        )
-    if version == 0:
-        raise _corrupt_error(where, "it carries learnloss's application id but no schema version")
-    missing = _TABLES - tables
-    if missing:
-        raise _corrupt_error(where, f"tables missing: {', '.join(sorted(missing))}")
-    return _Format(application_id, version, legacy=application_id == 0)
-
-
-def _integrity_problems(db: _StoreConnection, check: Check, limit: int = 20) -> list[str]:
-    """SQLite's ``quick_check`` (pages, records, NOT NULL and CHECK constraints) or, with ``check="full"``,
-    ``integrity_check`` (also that indexes match their tables and UNIQUE constraints hold): the problems found,
-    at most ``limit``, or an empty list."""
-    pragma = "quick_check" if check == "quick" else "integrity_check"
-    rows = [str(row[0]) for row in db.execute(f"PRAGMA {pragma}({int(limit)})")]
-    return [] if rows == ["ok"] else rows
-
-
-def _raise_if_damaged(db: _StoreConnection, check: Check) -> None:
-    problems = _integrity_problems(db, check)
-    if problems:
-        more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
-        raise _corrupt_error(db.where, f"{'quick' if check == 'quick' else 'integrity'} check: {problems[0]}{more}")
-
 
 def now() -> str:
     """The current UTC time as ISO 8601, the format of every time in the store."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-# ---------------------------------------------------------------------------------------------- the lock
-
-
-_PID = re.compile(r"\(pid (\d+)\)")
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (whose locks the kernel has released already)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): kill(0) is all we know
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def _holder(text: str) -> str:
-    """Who holds the lock, from the lock file's text — only when the process it names is alive: the text can be
-    a dead process's when the current holder has not written its own yet."""
-    match = _PID.search(text)
-    if text and match and _alive(int(match.group(1))):
-        return _one_line(text, 120)
-    return "another process"
-
-
-@contextmanager
-def project_lock(project: str | Path, what: str, timeout: float = 30.0) -> Iterator[None]:
-    """Hold the lock of the project folder ``project`` (the file ``.lock`` in it) for a long operation that must
-    not run twice at once (training and querying, removing items, repairs); waits up to ``timeout`` seconds. The
-    operating system releases the lock when the process dies, so a killed process never leaves the project
-    locked. ``what`` names the operation in the message another process gets.
-
-    Raises:
-        StoreBusyError: another process held the lock for the whole timeout; the message names it when it is
-            known to be alive.
-    """
-    folder = Path(project)
-    with open(folder / LOCK_FILENAME, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    raise StoreBusyError(
-                        f"{_holder(handle.read().strip())} is running on {folder} and did not finish within "
-                        f"{timeout:g} s; run {what} again when it is done"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"learnloss {what} (pid {os.getpid()})")
-            handle.flush()
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-# ----------------------------------------------------------------------------------------------- the store
 
 
 @dataclass(frozen=True)
@@ -672,7 +167,7 @@ class ProjectStore:
         self.project = Path(project)
         self.path = self.project / DB_FILENAME
         self.timeout = timeout
-        self._where = _Where(self.path, self.project, timeout)
+        self._where = Where(self.path, self.project, timeout)
         if create:
             if os.path.lexists(self.path):
                 raise UsageError(f"{self.project} is already a learnloss project; choose another folder")
@@ -681,11 +176,11 @@ class ProjectStore:
         elif not os.path.lexists(self.path):
             made_by = "learnloss run --out" if kind == "simulation" else "learnloss init"
             raise UsageError(f"{self.project} is not a learnloss project (no {DB_FILENAME}); create one with {made_by}")
-        _check_file(self._where)
-        self.db = _connect(self._where)
+        check_file(self._where)
+        self.db = connect(self._where)
         try:
-            self.format = _check_format(self.db)
-            _raise_if_damaged(self.db, check)
+            self.format = check_format(self.db)
+            raise_if_damaged(self.db, check)
             stored = self.stored_kind  # refused before anything is written (the meta table is in every version)
             if kind is not None and stored is not None and stored != kind:
                 raise _kind_error(self.project, stored, kind)
@@ -702,7 +197,7 @@ class ProjectStore:
         os.close(fd)
         tmp = Path(name)
         try:
-            db = _connect(_Where(tmp, self.project, self.timeout, subject=self.path))
+            db = connect(Where(tmp, self.project, self.timeout, subject=self.path))
             try:
                 db.execute("PRAGMA journal_mode = MEMORY")  # a temporary file: no side files to leave behind
                 with self._transaction(db):
@@ -717,7 +212,7 @@ class ProjectStore:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; a store gets ordinary permissions
-            _publish(tmp, self.path, lambda: UsageError(f"{self.project} is already a learnloss project; choose "
+            publish(tmp, self.path, lambda: UsageError(f"{self.project} is already a learnloss project; choose "
                                                           "another folder"))
         finally:
             tmp.unlink(missing_ok=True)
@@ -735,11 +230,11 @@ class ProjectStore:
     # ---------------------------------------------------------------------------------------- transactions
 
     def _busy(self) -> StoreBusyError:
-        return _busy_error(self._where)
+        return busy_error(self._where)
 
     @staticmethod
     @contextmanager
-    def _transaction(db: _StoreConnection) -> Iterator[_StoreConnection]:
+    def _transaction(db: StoreConnection) -> Iterator[StoreConnection]:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -761,7 +256,7 @@ class ProjectStore:
             yield db
 
     @staticmethod
-    def _run_migration(db: _StoreConnection, migration: str) -> None:
+    def _run_migration(db: StoreConnection, migration: str) -> None:
         for statement in migration.split(";"):
             if statement.strip():
                 db.execute(statement)
@@ -773,7 +268,7 @@ class ProjectStore:
         legacy = self.format.legacy
         while version < SCHEMA_VERSION or legacy:
             with self.transaction() as db:
-                assert isinstance(db, _StoreConnection)
+                assert isinstance(db, StoreConnection)
                 if legacy:
                     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     legacy = False
@@ -781,7 +276,7 @@ class ProjectStore:
                     self._run_migration(db, MIGRATIONS[version])
                     version += 1
                     db.execute(f"PRAGMA user_version = {version}")
-        self.format = _Format(APPLICATION_ID, version, legacy=False)
+        self.format = Format(APPLICATION_ID, version, legacy=False)
 
     @contextmanager
     def exclusive(self, what: str, timeout: float | None = None) -> Iterator[None]:
@@ -797,7 +292,7 @@ class ProjectStore:
     def verify(self, check: Check = "full") -> list[str]:
         """Run SQLite's ``integrity_check`` (``"full"``) or ``quick_check`` now: the problems found (at most 20),
         or an empty list."""
-        return _integrity_problems(self.db, check)
+        return integrity_problems(self.db, check)
 
     def foreign_key_problems(self) -> list[str]:
         """Rows that point at a row that does not exist (``PRAGMA foreign_key_check``), one line each."""
@@ -841,7 +336,7 @@ class ProjectStore:
         try:
             return json.loads(text)
         except (TypeError, ValueError):
-            raise _corrupt_error(self._where, f"{what} is not the JSON learnloss wrote") from None
+            raise corrupt_error(self._where, f"{what} is not the JSON learnloss wrote") from None
 
     # ----------------------------------------------------------------------------------- classes and items
 
@@ -1105,182 +600,3 @@ class ProjectStore:
             "cycles": one("SELECT count(*) FROM cycles"),
             "retired": one("SELECT count(*) FROM items WHERE retired_at IS NOT NULL"),
         }
-
-
-# ---------------------------------------------------------------------------------------------- backups
-
-
-def _publish(tmp: Path, dest: Path, exists: Any) -> None:
-    """Put the complete file ``tmp`` at ``dest`` without ever replacing a file there: a hard link (which fails
-    if ``dest`` exists) or, where the file system has none, a rename after checking; then make it durable.
-    ``exists()`` makes the error raised when ``dest`` exists. ``tmp`` is left for the caller to remove."""
-    try:
-        os.link(tmp, dest)
-    except FileExistsError:
-        raise exists() from None
-    except OSError:  # no hard links here (some network and FAT file systems)
-        if os.path.lexists(dest):
-            raise exists() from None
-        os.rename(tmp, dest)
-    fsync_dir(dest.parent)
-
-
-@dataclass(frozen=True)
-class BackupInfo:
-    """A backup made by :func:`backup`: its file, size in bytes, and the schema version it holds."""
-
-    path: Path
-    size: int
-    schema_version: int
-
-
-def backup(project: str | Path, dest: str | Path, timeout: float = 30.0) -> BackupInfo:
-    """Copy the store of ``project`` to the new file ``dest`` with SQLite's online backup API, consistent even
-    while another process writes.
-
-    The source must pass SQLite's full ``integrity_check`` first (a backup of a damaged store is refused). The
-    copy is written to a temporary file next to ``dest``, switched to a single self-contained file (rollback
-    journal instead of write-ahead log), verified with ``integrity_check`` and linked into place only then — a
-    backup is complete or absent, and an existing ``dest`` is never overwritten. The source is only read (an
-    older store is copied as it is, and upgraded when a restored copy is next opened). To restore, replace
-    ``PROJECT/learnloss.db`` with the backup (deleting ``learnloss.db-wal`` and ``learnloss.db-shm`` if present)
-    while no learnloss process uses the project.
-
-    Raises:
-        UsageError: ``dest`` exists, or its folder does not; no store in ``project``.
-        StoreFormatError: the source is not a learnloss store.
-        StoreCorruptError: the source is damaged (nothing is written), or the copy failed its check.
-        StoreError: disk full, read-only, busy — the temporary file is removed.
-    """
-    folder, dest = Path(project), Path(dest)
-    source_path = folder / DB_FILENAME
-    if os.path.lexists(dest):
-        raise UsageError(f"{dest} already exists; a backup never overwrites a file: name a new one")
-    if not dest.parent.is_dir():
-        raise UsageError(f"the folder of {dest} does not exist; create it first or name another file")
-    if not os.path.lexists(source_path):
-        raise UsageError(f"{folder} is not a learnloss project (no {DB_FILENAME}); nothing to back up")
-    where = _Where(source_path, folder, timeout)
-    _check_file(where)
-    source = _connect(where)
-    try:
-        found = _check_format(source)
-        problems = _integrity_problems(source, "full")
-        if problems:
-            raise StoreCorruptError(
-                f"{source_path} is damaged (integrity check: {_one_line(problems[0])}); a backup of it would be "
-                f"damaged too, so none was made: restore an earlier backup or run learnloss doctor {folder}"
-            )
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            copy = _connect(_Where(tmp, folder, timeout, subject=dest))
-            try:
-                try:
-                    source.backup(copy)
-                except _BUGS:
-                    raise
-                except sqlite3.Error as error:  # writing the copy failed (disk full: name dest), or reading the source
-                    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-                    writing = code in (_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN)
-                    raise _translate(error, copy.where if writing or "full" in str(error) else where) from None
-                copy.execute("PRAGMA journal_mode = DELETE")
-                copy_problems = _integrity_problems(copy, "full")
-                copied = _check_format(copy)
-                if copy_problems or (copied.application_id, copied.version) != (found.application_id, found.version):
-                    detail = "; ".join(copy_problems) or "its header differs"
-                    raise StoreCorruptError(f"the backup of {source_path} did not verify ({_one_line(detail)}); {dest} "
-                                            "was not written — run the command again")
-            finally:
-                copy.close()
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            _publish(tmp, dest, lambda: UsageError(f"{dest} already exists; a backup never overwrites a file: name a "
-                                                   "new one"))
-        finally:
-            tmp.unlink(missing_ok=True)
-    finally:
-        source.close()
-    return BackupInfo(dest, dest.stat().st_size, found.version)
-
-
-# ---------------------------------------------------------------------------------------------- inspection
-
-
-@dataclass
-class StoreInspection:
-    """What :func:`inspect_store` found, read-only: the refusal an ordinary open would give (``problem``), the
-    header, the integrity and foreign key problems, and the rows ``learnloss doctor`` checks."""
-
-    path: Path
-    problem: str | None = None
-    application_id: int | None = None
-    schema_version: int | None = None
-    kind: str | None = None
-    data_root: str | None = None
-    integrity: list[str] = field(default_factory=list)
-    foreign_keys: list[str] = field(default_factory=list)
-    checkpoints: list[tuple[int, str]] = field(default_factory=list)
-    items: list[tuple[int, str, str]] = field(default_factory=list)
-    readable: bool = False
-
-
-def inspect_store(project: str | Path, timeout: float = 30.0) -> StoreInspection:
-    """Diagnose the store of ``project`` without writing to it (it only reads, never migrates): its
-    header (application id, schema version), whether an ordinary open would refuse it and why, SQLite's full
-    ``integrity_check`` and ``foreign_key_check``, its kind and data root, the checkpoint each cycle records and
-    its active items. ``readable`` says whether the rows could be read (then ``checkpoints`` and ``items`` are
-    complete); a damaged store is inspected as far as it can be read.
-
-    Raises:
-        UsageError: ``project`` holds no ``learnloss.db``.
-    """
-    folder = Path(project)
-    path = folder / DB_FILENAME
-    if not os.path.lexists(path):
-        raise UsageError(f"{folder} is not a learnloss project (no {DB_FILENAME}); nothing to check")
-    found = StoreInspection(path)
-    where = _Where(path, folder, timeout)
-    try:
-        _check_file(where)
-        try:  # read-write but only read: closing then tidies the write-ahead log as after any command
-            db = _connect(where, "rw")
-        except StoreReadOnlyError:
-            db = _connect(where, "ro")
-    except (StoreError, StoreFormatError) as error:
-        found.problem = str(error)
-        return found
-    try:
-        try:
-            found.application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
-            found.schema_version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            _check_format(db)
-        except (StoreError, StoreFormatError) as error:
-            found.problem = str(error)
-            if found.schema_version is None or isinstance(error, StoreFormatError):
-                return found
-        try:
-            found.integrity = _integrity_problems(db, "full", limit=100)
-            found.foreign_keys = [f"{table} row {rowid} points at a missing row of {parent}"
-                                  for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check")]
-        except StoreError as error:
-            found.integrity = found.integrity or [str(error)]
-        try:
-            meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('kind', 'data_root')"))
-            kind, root = (json.loads(meta[key]) if key in meta else None for key in ("kind", "data_root"))
-            found.kind = kind if isinstance(kind, str) else None
-            found.data_root = root if isinstance(root, str) else None
-            found.checkpoints = [(int(cycle), str(checkpoint)) for cycle, checkpoint in db.execute(
-                "SELECT cycle, checkpoint FROM cycles WHERE checkpoint IS NOT NULL ORDER BY cycle")]
-            columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
-            active = " WHERE retired_at IS NULL" if "retired_at" in columns else ""
-            found.items = list(db.execute(f"SELECT id, source, split FROM items{active} ORDER BY id"))
-            found.readable = True
-        except (StoreError, ValueError, TypeError) as error:
-            if found.problem is None:
-                found.problem = _one_line(str(error))
-    finally:
-        db.close()
-    return found

@@ -23,7 +23,7 @@ from typing import Any
 
 from learnloss.errors import UsageError
 from learnloss.jsonio import write_json
-from learnloss.project.store import DB_FILENAME
+from learnloss.project.database import DB_FILENAME
 from learnloss.reports.compare import setting_text
 from learnloss.reports.plots import plot_learning_curve
 from learnloss.reports.results import RESULTS_FILENAME, load_results
