@@ -54,3 +54,26 @@ def test_bad_input_is_one_line_and_exit_2(project, tmp_path, capsys, args, fragm
     assert main([replace.get(a, a) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("learnloss: error:") and fragment in err and "Traceback" not in err
+
+
+def test_a_filled_in_batch_is_never_overwritten_by_a_re_export(project, capsys):
+    assert main(["query", str(project), "--k", "4", "--quiet"]) == 0
+    exports = project / "exports"
+    untouched = (exports / "query-0.json").read_bytes()
+    assert main(["query", str(project), "--k", "4", "--quiet"]) == 0  # nothing changed: re-exported in place
+    out = capsys.readouterr().out
+    assert "kept" not in out and "note" not in out and not list(exports.glob("*.reexport-*"))
+    assert (exports / "query-0.json").read_bytes() == untouched
+
+    csv_path = exports / "query-0.csv"
+    rows = csv_path.read_text().splitlines()
+    filled = "\n".join([rows[0]] + [row.replace(",,", ",a,", 1) for row in rows[1:]]) + "\n"
+    csv_path.write_text(filled)  # a labeler fills in the label column, and has not imported it yet
+    assert main(["query", str(project), "--k", "6", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert csv_path.read_text() == filled  # the labels are still there
+    assert (exports / "query-0.reexport-1.csv").is_file() and "query-0.reexport-1.csv" in out
+    assert f"kept {csv_path}" in out and f"learnloss label {project} {csv_path}" in out
+    assert "--k 6 is not used: the open batch of cycle 0 was queried with --k 4" in out
+    assert main(["label", str(project), str(csv_path)]) == 0
+    assert "4 added" in capsys.readouterr().out

@@ -98,7 +98,7 @@ def test_csv_export_escapes_formulas(tmp_path):
 
 def test_the_query_batch_round_trips_through_the_importer(store, tmp_path):
     items = [QueriedItem(2, "img/1.png", 1, 3.5, "dog", 0.61), QueriedItem(5, "img/4.png", 2, 2.0, "cat", 0.9)]
-    paths = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
+    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
     tasks = json.loads(paths["labelstudio"].read_text())
     assert tasks[0]["data"]["learnloss_id"] == 2 and tasks[0]["data"]["image"] == "/data/local-files/?d=img/1.png"
     assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["dog"]}
@@ -123,7 +123,7 @@ def test_a_batch_without_scores_writes_valid_json_and_empty_cells(store, tmp_pat
     nan = float("nan")
     items = [QueriedItem(2, "img/1.png", 1, nan, "dog", 0.61), QueriedItem(5, "img/4.png", 2, nan, "cat", nan),
              QueriedItem(6, "img/5.png", 3, None, "bird", float("inf"))]
-    paths = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "random", "x": nan})
+    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "random", "x": nan})
     for kind in ("json", "labelstudio"):
         _strict_json(paths[kind].read_text(encoding="utf-8"))
     document = _strict_json(paths["json"].read_text(encoding="utf-8"))

@@ -234,7 +234,7 @@ def test_a_filled_in_query_json_is_importable(store, tmp_path):
     from learnloss.project.exports import QueriedItem, write_query_batch
 
     items = [QueriedItem(2, "img/1.png", 1, 3.5, "dog", 0.61), QueriedItem(5, "img/4.png", 2, None, "cat", None)]
-    paths = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
+    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
     document = json.loads(paths["json"].read_text(encoding="utf-8"))
     for item, label in zip(document["items"], ("bird", "cat")):
         item["label"] = label

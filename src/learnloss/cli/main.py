@@ -413,6 +413,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     print(f"cycle {outcome.cycle}: {how}; {what} {len(outcome.items)} items")
     for kind, path in outcome.files.items():
         print(f"  {kind}: {path}")
+    for path in outcome.kept.values():
+        print(f"  kept {path}: it changed since learnloss wrote it (labels filled in?), so the re-export went beside "
+              f"it; import it with learnloss label {args.project} {path}")
+    if outcome.note:
+        print(f"  note: {outcome.note}")
     return 0
 
 

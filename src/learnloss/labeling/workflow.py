@@ -17,7 +17,7 @@ import sqlite3
 import tempfile
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header, read_images
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.exports import (
-    QueriedItem, read_table, unescape_cell, write_csv, write_json, write_query_batch,
+    QueriedItem, file_sha256, read_table, unescape_cell, write_csv, write_json, write_query_batch,
 )
 from learnloss.project.importer import import_labels
 from learnloss.project.paths import AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, nfc, safe_relative
@@ -425,13 +425,18 @@ def _project_color(store: ProjectStore, root: Path) -> str:
 @dataclass(frozen=True)
 class QueryOutcome:
     """What ``query`` did: the cycle, whether it trained or reused a checkpoint, whether the query is new or the
-    open one re-exported, and the files written."""
+    open one re-exported, the files written and the files kept."""
 
     cycle: int
     trained: bool
     new_query: bool
     items: list[QueriedItem]
     files: dict[str, Path]
+    kept: dict[str, Path] = field(default_factory=dict)
+    """Files of the batch changed after learnloss wrote them (labels filled in), kept as they are; the re-export
+    went beside them (:attr:`files`)."""
+    note: str | None = None
+    """What the caller should know: e.g. that ``--k`` differs from the open batch it re-exports."""
 
 
 def project_spec(store: ProjectStore, strategy: str | None = None) -> RunSpec:
@@ -501,7 +506,13 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
         labels = store.current_labels()
         last = store.last_cycle()
         if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(labels):
-            return _export(store, last["cycle"], classes, last["config"].get("strategy", spec.strategy), new=False)
+            outcome = _export(store, last["cycle"], classes, last["config"].get("strategy", spec.strategy), new=False)
+            size = len(store.query_items(last["cycle"], status=None))
+            if k != size:
+                outcome = replace(outcome, note=(
+                    f"--k {k} is not used: the open batch of cycle {last['cycle']} was queried with --k {size} and no "
+                    "label arrived since; import its labels first (learnloss label), then query again"))
+            return outcome
         dataset, pool_ids = project_dataset(store, spec, labels)
         labeled = int((dataset.y_train >= 0).sum())
         if labeled == 0:
@@ -520,8 +531,11 @@ def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, 
     """Write the open items of ``cycle``'s query for labelers (CSV, JSON, Label Studio tasks)."""
     items = [QueriedItem(item_id, source, rank, score, prediction or "", confidence)
              for item_id, source, rank, score, prediction, confidence in store.query_items(cycle)]
-    files = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy})
-    return QueryOutcome(cycle, trained, new, items, files)
+    written = dict(store.meta("exports") or {})
+    files, kept = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy}, written)
+    written.update({path.name: digest for path in files.values() if (digest := file_sha256(path)) is not None})
+    store.set_meta("exports", written)
+    return QueryOutcome(cycle, trained, new, items, files, kept)
 
 
 # --------------------------------------------------------------------------------------- status, export

@@ -10,6 +10,7 @@ score of a ``random`` query) is ``null`` in JSON and an empty cell in CSV.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "QueriedItem",
     "csv_records",
     "escape_cell",
+    "file_sha256",
     "label_studio_config",
     "read_table",
     "unescape_cell",
@@ -193,23 +195,51 @@ def _label_studio_task(item: QueriedItem, cycle: int) -> dict[str, Any]:
     }
 
 
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of the file at ``path``, or None when there is none."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _beside(path: Path) -> Path:
+    """A new name next to ``path`` for a re-export: ``query-0.csv`` -> ``query-0.reexport-1.csv`` (the first free)."""
+    stem, dot, rest = path.name.partition(".")
+    n = 1
+    while (candidate := path.with_name(f"{stem}.reexport-{n}{dot}{rest}")).exists():
+        n += 1
+    return candidate
+
+
 def write_query_batch(
-    folder: Path, cycle: int, items: Sequence[QueriedItem], classes: Sequence[str], info: Mapping[str, Any]
-) -> dict[str, Path]:
+    folder: Path, cycle: int, items: Sequence[QueriedItem], classes: Sequence[str], info: Mapping[str, Any],
+    written: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the batch of ``cycle`` for labelers into ``folder``: ``query-<cycle>.csv`` (fill in ``label``),
     ``query-<cycle>.json``, ``query-<cycle>.labelstudio.json`` (tasks with the prediction as a pre-annotation)
-    and ``labelstudio-config.xml``. Returns the paths by kind.
+    and ``labelstudio-config.xml``.
+
+    No label is lost to a re-export: ``written`` maps a file name to the SHA-256 of what learnloss last wrote
+    there; a file that exists with other content (a labeler filled it in, or it predates the record) is kept,
+    and the new content goes to a new name beside it (``query-<cycle>.reexport-<n>.csv``).
+
+    Returns the paths written, by kind, and the files kept, by kind (the path of each kept file).
 
     A score or confidence that is missing or not finite (a ``random`` query has no score) is ``null`` in the
     JSON files and an empty cell in the CSV."""
     folder.mkdir(parents=True, exist_ok=True)
+    written = written or {}
     stem = folder / f"query-{cycle}"
-    paths = {
+    planned = {
         "csv": stem.with_suffix(".csv"),
         "json": stem.with_suffix(".json"),
         "labelstudio": folder / f"query-{cycle}.labelstudio.json",
         "labelstudio_config": folder / "labelstudio-config.xml",
     }
+    kept = {kind: path for kind, path in planned.items()
+            if (digest := file_sha256(path)) is not None and digest != written.get(path.name)}
+    paths = {kind: _beside(path) if kind in kept else path for kind, path in planned.items()}
     write_csv(
         paths["csv"], ("id", "path", "label", "prediction", "confidence", "rank", "score"),
         [(i.item_id, i.path, "", i.prediction, _number_cell(i.confidence, ".4f"), i.rank, _number_cell(i.score, ".6g"))
@@ -223,4 +253,4 @@ def write_query_batch(
     write_json(paths["labelstudio"], [_label_studio_task(item, cycle) for item in items])
     with atomic_write(paths["labelstudio_config"]) as handle:
         handle.write(label_studio_config(classes))
-    return paths
+    return paths, kept
