@@ -83,11 +83,16 @@ def test_symlinks_may_not_lead_outside_the_root(tmp_path):
     assert resolve_inside(root, "ok/x.png") == root / "ok" / "x.png"
 
 
-@pytest.mark.parametrize("cell", ["=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx", "-1.png"])
 def test_formula_cells_are_escaped_and_unescaped(cell):
     assert escape_cell(cell) == "'" + cell
     assert unescape_cell(escape_cell(cell)) == cell
     assert escape_cell("cat.png") == "cat.png" and escape_cell(3) == 3
+
+
+@pytest.mark.parametrize("number", ["-0.775617", "+3", "-1e-05", "-.5", "12"])
+def test_plain_numbers_are_not_escaped(number):
+    assert escape_cell(number) == number and unescape_cell(number) == number
 
 
 def test_csv_export_escapes_formulas(tmp_path):

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,14 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 LOCAL_FILES_URL = "/data/local-files/?d="
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def _formula_like(text: str) -> bool:
-    """Whether ``text``, after any leading ``'``, starts like a formula: such text is escaped."""
-    return text.lstrip("'").startswith(_FORMULA_STARTS)
+    """Whether ``text``, after any leading ``'``, starts like a formula: such text is escaped. A plain number
+    (``-0.775617``, ``+3e-4``) is no formula: a spreadsheet reads it as the number it is."""
+    bare = text.lstrip("'")
+    return bare.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(bare)
 
 
 def escape_cell(value: Any) -> Any:
