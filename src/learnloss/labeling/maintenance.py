@@ -28,6 +28,7 @@ from PIL import Image
 
 from learnloss.errors import UsageError
 from learnloss.project.backup import StoreInspection, inspect_store
+from learnloss.project.checkpoint import remove_in_folder
 from learnloss.project.database import DB_FILENAME
 from learnloss.project.lock import project_lock
 from learnloss.project.paths import ItemLocator, UnsafePathError, nfc, safe_relative
@@ -418,10 +419,8 @@ def doctor(project: str | Path, fix: bool = False, timeout: float = 30.0, check_
                 path = folder / finding.path
                 if not _removable(path, real):  # checked again just before deleting
                     continue
-                try:
-                    path.unlink()
-                except OSError as error:
-                    finding.message += f" (could not be removed: {error.strerror})"
+                if not remove_in_folder(path.parent, path.name):  # a regular file, never through a link
+                    finding.message += " (could not be removed)"
                     continue
                 finding.fixed = True
                 report.removed.append(path)

@@ -315,7 +315,6 @@ def init_project(
     try:
         with ProjectStore(staging, create=True, kind="labeling") as store:
             with store.transaction() as db:
-                store.set_meta("kind", "labeling", db)
                 store.set_meta("data_root", str(root), db)
                 store.set_meta("settings", spec.to_dict(), db)
                 store.set_meta("color", mode, db)
@@ -358,7 +357,7 @@ def add_items(
         raise UsageError("give exactly one of --images DIR or --manifest FILE.csv")
     with ProjectStore(project, timeout=timeout, kind="labeling") as store, store.exclusive("add", timeout):
         data_root = store.meta("data_root")
-        if store.meta("kind") != "labeling" or not isinstance(data_root, str):
+        if not isinstance(data_root, str):
             raise UsageError(f"{project} is not a labeling project (made by learnloss init); nothing was added")
         root = Path(data_root)
         if not root.is_dir():

@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,63 +194,48 @@ def translate(error: sqlite3.Error, where: Where) -> LearnLossError:
 BUGS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.NotSupportedError)
 
 
+@contextmanager
+def _translated(where: Where) -> Iterator[None]:
+    """Turn an SQLite error raised inside the block into its :class:`StoreError` line (see :func:`translate`);
+    mistakes of learnloss itself (:data:`BUGS`) keep their type."""
+    try:
+        yield
+    except BUGS:
+        raise
+    except sqlite3.Error as error:
+        raise translate(error, where) from None
+
+
 class _StoreCursor(sqlite3.Cursor):
     """A cursor whose every step turns SQLite errors into :class:`StoreError` lines (see :func:`translate`)."""
 
     connection: StoreConnection
 
-    def _fail(self, error: sqlite3.Error) -> LearnLossError:
-        return translate(error, self.connection.where)
-
     def execute(self, sql: str, parameters: Any = (), /) -> _StoreCursor:  # type: ignore[override]
-        try:
+        with _translated(self.connection.where):
             super().execute(sql, parameters)
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> _StoreCursor:  # type: ignore[override]
-        try:
+        with _translated(self.connection.where):
             super().executemany(sql, seq_of_parameters)
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
         return self
 
     def __next__(self) -> Any:
-        try:
+        with _translated(self.connection.where):
             return super().__next__()
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
 
     def fetchone(self) -> Any:
-        try:
+        with _translated(self.connection.where):
             return super().fetchone()
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
 
     def fetchmany(self, size: int | None = 1) -> list[Any]:
-        try:
+        with _translated(self.connection.where):
             return super().fetchmany(size if size is not None else self.arraysize)
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
 
     def fetchall(self) -> list[Any]:
-        try:
+        with _translated(self.connection.where):
             return super().fetchall()
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise self._fail(error) from None
 
 
 class StoreConnection(sqlite3.Connection):
@@ -271,12 +257,8 @@ class StoreConnection(sqlite3.Connection):
         return cursor.executemany(sql, parameters)
 
     def commit(self) -> None:
-        try:
+        with _translated(self.where):
             super().commit()
-        except BUGS:
-            raise
-        except sqlite3.Error as error:
-            raise translate(error, self.where) from None
 
     def rollback_quietly(self) -> None:
         """Roll back the open transaction, if SQLite has not already (it does after a full disk or an I/O

@@ -106,7 +106,7 @@ def _open_store(folder: Path) -> ProjectStore:
 def _kind(store: ProjectStore) -> str:
     """``labeling`` for a project made by ``learnloss init`` (which records its data root), else
     ``simulation``."""
-    return "labeling" if store.meta("kind") == "labeling" else "simulation"
+    return "labeling" if store.stored_kind == "labeling" else "simulation"
 
 
 def _results_config(folder: Path) -> dict[str, Any]:

@@ -58,7 +58,6 @@ from learnloss.runs.spec import RunSpec, spec_differences
 __all__ = [
     "LabelingJournal",
     "SimulationJournal",
-    "checkpoint_file",
     "data_fingerprint",
     "fingerprint_differences",
     "label_fingerprint",
@@ -163,18 +162,8 @@ def _decode_streams(encoded: Any) -> dict[str, Any]:
     return streams
 
 
-def checkpoint_file(store: ProjectStore, recorded: str) -> Path:
-    """The checkpoint a store records as ``recorded``, refused unless it names a plain file directly inside the
-    project's real ``checkpoints/`` folder (a damaged or crafted store must not point anywhere else).
-
-    Raises:
-        CheckpointError: the recorded path leads elsewhere, or ``checkpoints/`` is a symbolic link.
-    """
-    return confined_checkpoint(store.project, recorded)
-
-
 def read_checkpoint(store: ProjectStore, cycle: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot a cycle row of ``store`` records, confined to ``checkpoints/`` (:func:`checkpoint_file`) and
+    """The snapshot a cycle row of ``store`` records, confined to ``checkpoints/`` (:func:`~learnloss.project.checkpoint.confined_checkpoint`) and
     verified against its recorded SHA-256.
 
     Raises:
@@ -182,7 +171,7 @@ def read_checkpoint(store: ProjectStore, cycle: dict[str, Any]) -> dict[str, Any
     """
     if not cycle.get("checkpoint") or not cycle.get("checkpoint_sha256"):
         raise CheckpointError(f"{store.project}: cycle {cycle.get('cycle')} records no checkpoint")
-    return load_checkpoint(checkpoint_file(store, cycle["checkpoint"]), cycle["checkpoint_sha256"])
+    return load_checkpoint(confined_checkpoint(store.project, cycle["checkpoint"]), cycle["checkpoint_sha256"])
 
 
 def restore_checkpoint(loop: ActiveLearningLoop, store: ProjectStore, cycle: dict[str, Any],
@@ -201,7 +190,7 @@ def restore_checkpoint(loop: ActiveLearningLoop, store: ProjectStore, cycle: dic
         loop.restore(snapshot)
     except SnapshotError as error:
         raise CheckpointMismatchError(
-            f"checkpoint {checkpoint_file(store, cycle['checkpoint'])} does not fit the model this run builds "
+            f"checkpoint {confined_checkpoint(store.project, cycle['checkpoint'])} does not fit the model this run builds "
             f"({error}): it was made by another learnloss version or for other data"
         ) from None
 
@@ -230,7 +219,7 @@ class _Journal:
     def _remove_checkpoint(self, recorded: str | None, keep: str | None = None) -> None:
         """Delete a checkpoint the store no longer records — only a regular file directly in ``checkpoints/``."""
         try:
-            path = checkpoint_file(self.store, recorded or "")
+            path = confined_checkpoint(self.store.project, recorded or "")
         except CheckpointError:
             return  # never delete a file outside the project because a store names it
         if path.name != keep:
@@ -249,7 +238,8 @@ class SimulationJournal(_Journal):
         log: where a line about a recovery goes (a rolled-back damaged checkpoint); also kept in :attr:`recovered`.
 
     Raises:
-        UsageError: the store holds a labeling project, or a run of another specification or on other data.
+        UsageError: the store holds a run of another specification or on other data (the store is opened with
+            ``kind="simulation"``, which refuses a labeling project).
         CheckpointError: the run's ``checkpoints/`` is a symbolic link or not a folder.
         StoreFormatError: the store's settings are unreadable.
     """
@@ -259,17 +249,12 @@ class SimulationJournal(_Journal):
         super().__init__(store, spec, classes)
         self.say = log or (lambda line: None)
         self.recovered: list[str] = []
-        kind = store.meta("kind")
-        if kind not in (None, "simulation"):
-            raise UsageError(f"{store.project} is a {kind} project, not a simulated run; continue it with learnloss "
-                             "query, or run into another --out")
         checkpoint_folder(store.project)  # a symlinked checkpoints/ is refused before anything is read or written
         stored = store.meta("settings")
         if stored is None:
             if any(store.counts()[key] for key in ("pool", "labeled", "cycles")) or store.classes():
                 raise self._damaged("it holds labels or cycles but no run settings")
             with store.transaction() as db:
-                store.set_meta("kind", "simulation", db)
                 store.set_meta("settings", self.settings, db)
                 if data is not None:
                     store.set_meta("data", data, db)
