@@ -269,6 +269,22 @@ def test_reads_of_a_damaged_page_are_one_line_too(tmp_path):
         db.close()
 
 
+def test_stored_text_that_is_not_utf8_is_a_damaged_store_too(tmp_path):
+    folder = _labeled(tmp_path / "p")
+    raw = sqlite3.connect(folder / DB_FILENAME)  # a flipped bit inside a text value: pages and indexes stay sound
+    raw.execute("UPDATE classes SET name = CAST(x'62c5' AS TEXT) WHERE id = 1")
+    raw.commit()
+    raw.close()
+    with ProjectStore(folder) as store, pytest.raises(StoreCorruptError, match="Could not decode to UTF-8"):
+        store.classes()
+    data = bytearray((folder / DB_FILENAME).read_bytes())  # and inside the schema's own SQL text
+    at = data.index(b"CREATE TABLE meta") + len("CREATE ")
+    data[at:at + 2] = b"\xc5A"
+    (folder / DB_FILENAME).write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError, match="text that is not UTF-8"):
+        ProjectStore(folder)
+
+
 def test_an_index_that_disagrees_with_its_table_needs_the_full_check(tmp_path):
     folder = _labeled(tmp_path / "p")
     raw = sqlite3.connect(folder / DB_FILENAME)

@@ -177,7 +177,7 @@ def translate(error: sqlite3.Error, where: Where) -> LearnLossError:
         return StoreIOError(f"reading or writing {target} failed in the operating system ({text}): the disk may be "
                             "full, failing or gone; check it and run the command again; nothing was written")
     if (primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FORMAT) or "malformed" in lowered
-            or "not a database" in lowered):
+            or "not a database" in lowered or "could not decode to utf-8" in lowered):
         return corrupt_error(where, text)
     if isinstance(error, sqlite3.IntegrityError):
         return StoreConstraintError(f"a write to {target} broke a rule of the store ({text}); it was rolled back, "
@@ -196,14 +196,17 @@ BUGS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.NotSupportedEr
 
 @contextmanager
 def _translated(where: Where) -> Iterator[None]:
-    """Turn an SQLite error raised inside the block into its :class:`StoreError` line (see :func:`translate`);
-    mistakes of learnloss itself (:data:`BUGS`) keep their type."""
+    """Turn an SQLite error raised inside the block into its :class:`StoreError` line (see :func:`translate`), and
+    stored text that does not decode as UTF-8 into :class:`StoreCorruptError`; mistakes of learnloss itself
+    (:data:`BUGS`) keep their type."""
     try:
         yield
     except BUGS:
         raise
     except sqlite3.Error as error:
         raise translate(error, where) from None
+    except UnicodeDecodeError as error:  # text that is not UTF-8: a damaged page SQLite itself cannot see
+        raise corrupt_error(where, f"it holds text that is not UTF-8 ({error.reason})") from None
 
 
 class _StoreCursor(sqlite3.Cursor):
