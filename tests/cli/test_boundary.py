@@ -105,3 +105,37 @@ def test_a_read_only_folder_is_one_line_exit_74(project, tmp_path, capsys):
         assert "permission denied" in _one_line(capsys.readouterr().err)
     finally:
         folder.chmod(0o700)
+
+
+def _interrupt() -> int:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_is_exit_130_with_the_generic_line(capsys):
+    from learnloss.cli.boundary import EXIT_INTERRUPTED, INTERRUPTED_LINE, guarded
+
+    assert guarded(_interrupt) == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == INTERRUPTED_LINE + "\n"
+    assert INTERRUPTED_LINE == "learnloss: interrupted; what was committed before is kept, nothing half-written"
+
+
+def test_ctrl_c_prints_the_commands_own_line(capsys):
+    from learnloss.cli.boundary import guarded
+
+    assert guarded(_interrupt, on_interrupt=lambda: "learnloss: interrupted; continue with: learnloss x") == 130
+    assert capsys.readouterr().err == "learnloss: interrupted; continue with: learnloss x\n"
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, ZeroDivisionError, lambda: None])
+def test_a_failing_interrupt_line_falls_back_to_the_generic_one(capsys, failure):
+    """A damaged store, a second Ctrl-C while it is read, or nothing to say: still one line and exit 130."""
+    from learnloss.cli.boundary import INTERRUPTED_LINE, guarded
+
+    def line():
+        result = failure()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    assert guarded(_interrupt, on_interrupt=line) == 130
+    assert capsys.readouterr().err == INTERRUPTED_LINE + "\n"

@@ -19,6 +19,7 @@ from learnloss.project.exports import (
     QueriedItem, csv_records, escape_cell, read_table, unescape_cell, write_csv, write_query_batch,
 )
 from learnloss.project.importer import import_labels
+from learnloss.project.labelstudio import LabelStudioSetup
 from learnloss.project.paths import (
     AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, resolve_inside, safe_relative,
 )
@@ -103,9 +104,10 @@ def test_csv_export_escapes_formulas(tmp_path):
 
 def test_the_query_batch_round_trips_through_the_importer(store, tmp_path):
     items = [QueriedItem(2, "img/1.png", 1, 3.5, "dog", 0.61), QueriedItem(5, "img/4.png", 2, 2.0, "cat", 0.9)]
-    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
+    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"},
+                                 LabelStudioSetup.for_project(tmp_path / "images"))
     tasks = json.loads(paths["labelstudio"].read_text())
-    assert tasks[0]["data"]["learnloss_id"] == 2 and tasks[0]["data"]["image"] == "/data/local-files/?d=img/1.png"
+    assert tasks[0]["data"]["learnloss_id"] == 2 and tasks[0]["data"]["image"] == "/data/local-files/?d=images/img/1.png"
     assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["dog"]}
     assert '<Choice value="cat"/>' in paths["labelstudio_config"].read_text()
     text = paths["csv"].read_text().replace(",,dog", ",bird,dog").replace(",,cat", ",cat,cat")
@@ -128,7 +130,8 @@ def test_a_batch_without_scores_writes_valid_json_and_empty_cells(store, tmp_pat
     nan = float("nan")
     items = [QueriedItem(2, "img/1.png", 1, nan, "dog", 0.61), QueriedItem(5, "img/4.png", 2, nan, "cat", nan),
              QueriedItem(6, "img/5.png", 3, None, "bird", float("inf"))]
-    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "random", "x": nan})
+    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "random", "x": nan},
+                                 LabelStudioSetup.for_project(tmp_path / "images"))
     for kind in ("json", "labelstudio"):
         _strict_json(paths[kind].read_text(encoding="utf-8"))
     document = _strict_json(paths["json"].read_text(encoding="utf-8"))
@@ -137,11 +140,13 @@ def test_a_batch_without_scores_writes_valid_json_and_empty_cells(store, tmp_pat
     assert document["x"] is None
     tasks = _strict_json(paths["labelstudio"].read_text(encoding="utf-8"))
     assert [task["data"]["score"] for task in tasks] == [None, None, None]
-    assert tasks[0]["predictions"][0]["score"] == 0.61
-    assert "score" not in tasks[1]["predictions"][0] and "score" not in tasks[2]["predictions"][0]
+    assert all("score" not in task["predictions"][0] for task in tasks)  # Label Studio sorts by the strategy's score
+    assert [task["data"]["confidence"] for task in tasks] == [0.61, None, None]
     assert tasks[1]["predictions"][0]["result"][0]["value"] == {"choices": ["cat"]}
     rows = list(csv.DictReader(paths["csv"].open(encoding="utf-8")))
-    assert [row["score"] for row in rows] == ["", "", ""]
+    score = next(name for name in rows[0] if name.startswith("score"))
+    assert score == "score (none: the strategy picks a set and scores no item on its own)"
+    assert [row[score] for row in rows] == ["", "", ""]
     assert [row["confidence"] for row in rows] == ["0.6100", "", ""]
     assert "nan" not in paths["csv"].read_text().lower()
 

@@ -123,7 +123,9 @@ BAD_FILES = [
     ("bad.json", "[]", "holds no labels"),
     ("bad.json", "[1, 2]", "entry 1: expected an object"),
     ("bad.json", "[{\"id\": [1], \"label\": \"cat\"}]", "entry 1: id, path and label must be text or numbers"),
-    ("bad.json", json.dumps([{"data": {"learnloss_id": 1}, "annotations": []}]), "task 1: no annotation"),
+    ("bad.json", json.dumps([{"data": {"learnloss_id": 1},
+                              "annotations": [{"result": [{"value": {"choices": ["x"]}}]}]},
+                             {"data": {"learnloss_id": 2}, "annotations": []}]), "task 1: unknown class 'x'"),
     ("bad.json", json.dumps([{"data": {"learnloss_id": 1}, "annotations": [
         {"result": [{"value": {"choices": ["cat"]}}]}, {"result": [{"value": {"choices": ["dog"]}}]}]}]),
      "task 1: its annotations disagree (cat, dog)"),
@@ -232,9 +234,11 @@ def test_ids_may_carry_surrounding_whitespace_as_any_cell(store, tmp_path):
 def test_a_filled_in_query_json_is_importable(store, tmp_path):
     """``exports/query-N.json`` as ``learnloss query`` writes it, with its labels filled in."""
     from learnloss.project.exports import QueriedItem, write_query_batch
+    from learnloss.project.labelstudio import LabelStudioSetup
 
     items = [QueriedItem(2, "img/1.png", 1, 3.5, "dog", 0.61), QueriedItem(5, "img/4.png", 2, None, "cat", None)]
-    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"})
+    paths, _ = write_query_batch(tmp_path / "exports", 0, items, store.classes(), {"strategy": "learning-loss"},
+                                 LabelStudioSetup.for_project(tmp_path / "images"))
     document = json.loads(paths["json"].read_text(encoding="utf-8"))
     for item, label in zip(document["items"], ("bird", "cat")):
         item["label"] = label
@@ -284,7 +288,8 @@ def _check_import_or_refusal(store, path, before):
     except LearnLossError:
         assert _snapshot(store) == before
         return None
-    _, rows, _, problems = parse_label_file(path)
+    _, rows, _, problems, skipped = parse_label_file(path)
+    assert not skipped
     assert not problems
     by_path = {source: item_id for item_id, source in store.items()}
     labels = store.current_labels()

@@ -11,7 +11,8 @@ code    meaning
         (``EX_IOERR`` of ``sysexits.h``)
 70      an unexpected error, a bug in learnloss: one line, and the full traceback written to a file it names
         (``EX_SOFTWARE``)
-130     interrupted (Ctrl-C)
+130     interrupted (Ctrl-C): what was committed before is kept, nothing half-written; a command that can be
+        continued (``run``, ``bench``) says what it kept and the exact command that continues it
 ======  ===========================================================================================================
 
 Set ``LEARNLOSS_TRACEBACK=1`` to let unexpected errors propagate with their traceback instead (for debugging).
@@ -31,7 +32,10 @@ from pathlib import Path
 
 from learnloss.errors import LearnLossError
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_IO", "EXIT_OK", "EXIT_USAGE", "guarded"]
+__all__ = [
+    "EXIT_FAILURE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_IO", "EXIT_OK", "EXIT_USAGE", "INTERRUPTED_LINE",
+    "guarded",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -79,15 +83,34 @@ def _write_traceback(error: BaseException) -> Path | None:
         return None
 
 
-def guarded(command: Callable[[], int]) -> int:
-    """Run ``command`` and turn whatever it raises into one line on stderr and the exit code of the table above."""
+INTERRUPTED_LINE = "learnloss: interrupted; what was committed before is kept, nothing half-written"
+"""What Ctrl-C prints when the command has no more to say (see :func:`guarded`'s ``on_interrupt``)."""
+
+
+def _interrupted_line(on_interrupt: Callable[[], str | None] | None) -> str:
+    """The line Ctrl-C prints: ``on_interrupt``'s, or :data:`INTERRUPTED_LINE` when it has none or fails (even by a
+    second Ctrl-C) — saying what was kept must never turn the interruption into a traceback."""
+    if on_interrupt is None:
+        return INTERRUPTED_LINE
+    try:
+        return on_interrupt() or INTERRUPTED_LINE
+    except BaseException:  # noqa: BLE001 - a damaged store, a second Ctrl-C: the generic line still holds
+        return INTERRUPTED_LINE
+
+
+def guarded(command: Callable[[], int], on_interrupt: Callable[[], str | None] | None = None) -> int:
+    """Run ``command`` and turn whatever it raises into one line on stderr and the exit code of the table above.
+
+    ``on_interrupt`` is called after Ctrl-C (once ``command`` has unwound, so its stores are closed) for the line
+    to print instead of :data:`INTERRUPTED_LINE`: what the command kept and how to continue it.
+    """
     try:
         return command()
     except LearnLossError as error:
         _say(str(error))
         return error.exit_code
     except KeyboardInterrupt:
-        print("learnloss: interrupted; what was committed before is kept, nothing half-written", file=sys.stderr)
+        print(_interrupted_line(on_interrupt), file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
         _say("out of memory; lower --batch-size or the data's size (LEARNLOSS_MAX_BYTES bounds what a dataset may "

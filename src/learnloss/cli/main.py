@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from learnloss.cli.boundary import EXIT_USAGE, guarded
 from learnloss.errors import UsageError
+from learnloss.project.labelstudio import LabelStudioSetup
 
 if TYPE_CHECKING:
     from learnloss.runs.bench import Arm
@@ -66,12 +68,69 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    """The installed distribution's version, else ``unknown`` (a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("learnloss")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: VALUE)`` to the help of every option with a real default.
+
+    An option whose help already says its default (``default: from --protocol``, ``default: auto``) keeps its text;
+    flags (``--quiet``) and options whose default is None — nothing, or decided later — show none, never
+    ``default: None``.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.nargs == 0 or action.default is None
+                or action.default is argparse.SUPPRESS or "default" in text):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that shows defaults in ``--help`` (:class:`_HelpFormatter`); its subcommands are too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+FROM_PROTOCOL = "default: from --protocol"
+"""How ``--help`` says that a setting's default is the protocol preset's (:func:`_protocol_defaults`)."""
+
+
+def _protocol_defaults(parser: argparse.ArgumentParser, names: Sequence[str], protocol: str = "quick") -> None:
+    """Say in the help of each option of ``parser`` whose destination is in ``names`` (and whose help does not
+    name its default yet) that its default comes from ``--protocol``, with its value under ``protocol``."""
+    from learnloss.reports.compare import setting_text
+    from learnloss.runs.presets import resolve_spec
+
+    values = resolve_spec(protocol).to_dict()
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps no public list of a parser's options
+        text = action.help or ""
+        if action.dest not in names or action.nargs == 0 or action.help is argparse.SUPPRESS or "default" in text:
+            continue
+        value = values.get(action.dest)
+        shown = FROM_PROTOCOL if value is None else f"{FROM_PROTOCOL}; {setting_text(value)} in {protocol}"
+        shown = shown.replace("%", "%%")  # argparse %-formats help texts
+        action.help = f"{text} ({shown})" if text else shown
+
+
 def build_parser() -> argparse.ArgumentParser:
     from learnloss.runs.presets import available_protocols
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="learnloss", description="Learning Loss for Active Learning (Yoo & Kweon, CVPR 2019) and baselines."
     )
+    parser.add_argument("--version", action="version", version=f"learnloss {_version()}",
+                        help="print learnloss's version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
@@ -81,14 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         "override it. When only --epochs is overridden, the LR milestones and stop-gradient epoch scale with it.",
     )
     run.add_argument("--out", required=True, type=Path, help="output folder for results.json and learning_curve.png")
-    run.add_argument("--protocol", default="quick", help=f"preset: {', '.join(available_protocols())} (default quick)")
-    run.add_argument("--strategy", help="learning-loss (default), random, entropy, least-confidence, margin, core-set, "
+    run.add_argument("--protocol", default="quick", help=f"preset: {', '.join(available_protocols())}")
+    run.add_argument("--strategy", help="learning-loss, random, entropy, least-confidence, margin, core-set, "
                      "true-loss, baal-entropy, baal-bald, stochastic(INNER); parameters as NAME:KEY=VALUE")
-    run.add_argument("--seed", type=int)
+    run.add_argument("--seed", type=int, help="seed of every random choice: same seed, same selection")
     _add_settings(run)
+    _protocol_defaults(run, ("strategy", "seed", *SETTINGS))
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out after its last completed step (same settings)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress bars; still one line per finished cycle")
 
     bench = commands.add_parser(
         "bench",
@@ -99,12 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         "setting flags apply to every run.",
     )
     bench.add_argument("--out", required=True, type=Path, help="benchmark folder")
-    bench.add_argument("--protocol", default="quick", help=f"preset: {', '.join(available_protocols())} (default quick)")
+    bench.add_argument("--protocol", default="quick", help=f"preset: {', '.join(available_protocols())}")
     bench.add_argument("--strategies", nargs="+", metavar="STRATEGY[:SETTING=VALUE...]",
                        help="arms to run (default: the protocol's benchmark arms)")
     bench.add_argument("--seeds", nargs="+", type=int, help="seeds to run (default: the protocol's benchmark seeds)")
     _add_settings(bench)
-    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    _protocol_defaults(bench, SETTINGS)
+    bench.add_argument("--quiet", action="store_true", help="no progress bars; still one line per run")
 
     compare = commands.add_parser("compare", help="compare runs: AUBC and final accuracy, mean ± std over seeds")
     compare.add_argument("dirs", nargs="+", type=Path, help="run folders, or folders holding run folders")
@@ -118,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--classes", type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
                       help="comma-separated class names (default: the class folders or manifest labels)")
     init.add_argument("--labels", type=Path, help="initial labels: CSV, JSON or Label Studio export")
-    init.add_argument("--model", help="small-cnn (default) or a resnet")
-    init.add_argument("--image-size", type=_positive_int, help="images are resized to this square size (default 32)")
-    init.add_argument("--epochs", type=_positive_int, help="training epochs per query (default 30)")
-    init.add_argument("--strategy", help="default query strategy (default learning-loss)")
-    init.add_argument("--seed", type=int)
+    init.add_argument("--model", help="small-cnn or a resnet (default: small-cnn)")
+    init.add_argument("--image-size", type=_positive_int, help="images are resized to this square size (default: 32)")
+    init.add_argument("--epochs", type=_positive_int, help="training epochs per query (default: 30)")
+    init.add_argument("--strategy", help="the project's query strategy (default: learning-loss)")
+    init.add_argument("--seed", type=int, help="seed of every random choice (default: 0)")
     init.add_argument("--color", choices=["auto", "rgb", "grey"], default="auto",
-                      help="colour mode of every image: the most common one (auto, default), rgb or grey")
+                      help="colour mode of every image: auto (the most common one), rgb or grey")
+    _add_label_studio(init)
 
     add = commands.add_parser(
         "add", help="register more images of the project's data root",
@@ -141,8 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("project", type=Path)
     query.add_argument("--k", type=_positive_int, required=True, help="how many items to query")
     query.add_argument("--strategy", help="override the project's strategy for this query")
-    query.add_argument("--device", default="auto")
-    query.add_argument("--quiet", action="store_true")
+    query.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    query.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_label_studio(query, change=True)
+
+    serve = commands.add_parser(
+        "serve", help="serve a project as a Label Studio ML backend: predictions sorted by score, labels back live",
+        description="Answer Label Studio's ML-backend protocol for PROJECT: each task's predicted class with the "
+        "strategy's score as the prediction score (sort the Data Manager by it), annotations stored as labels "
+        "through the same validated, all-or-nothing path as learnloss label, and retraining in the background every "
+        "--retrain-every new labels (one at a time; it records a query of --k, as learnloss query does). Binds to "
+        "127.0.0.1; any other --host needs a token (LEARNLOSS_SERVE_TOKEN or --token). Needs the serve extra: "
+        "pip install 'learnloss[serve]'.",
+    )
+    serve.add_argument("project", type=Path)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_positive_int, default=9090, help="port to listen on")
+    serve.add_argument("--token", help="token every request must carry (default: $LEARNLOSS_SERVE_TOKEN; required "
+                       "when --host is not a loopback address)")
+    serve.add_argument("--retrain-every", type=int, default=20, metavar="N",
+                       help="retrain once N labels arrived since the model was trained (0: only on Start training)")
+    serve.add_argument("--k", type=_positive_int, default=20, help="size of the query each retraining records")
+    serve.add_argument("--strategy", help="strategy that scores (default: the project's)")
+    serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.add_argument("--relabel", action="store_true",
+                       help="let a new annotation change a stored label (an updated annotation always may)")
 
     label = commands.add_parser("label", help="import labels (CSV, JSON, Label Studio export), all or nothing")
     label.add_argument("project", type=Path)
@@ -170,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     labeled.add_argument("--manifest", type=Path, metavar="FILE.csv",
                          help="labeled images instead: CSV with path,label (paths relative to its folder)")
     evaluate.add_argument("--data-dir", metavar="PATH", help="simulated run: where its dataset's files are now")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
 
     doctor = commands.add_parser(
@@ -202,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("project", type=Path)
     remove.add_argument("items", nargs="+", metavar="ITEM", help="item id or path")
-    remove.add_argument("--reason", default="removed", help="why, recorded with the item (default 'removed')")
+    remove.add_argument("--reason", default="removed", help="why, recorded with the item")
 
     predict = commands.add_parser(
         "predict", help="predict every image of a folder with a run's or project's latest checkpoint",
@@ -214,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder of images (read, never written)")
     predict.add_argument("--out", type=Path, required=True, metavar="FILE", help="FILE.csv or FILE.json")
     predict.add_argument("--data-dir", metavar="PATH", help="simulated run: where its dataset's files are now")
-    predict.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return parser
 
 
@@ -229,19 +314,21 @@ SETTINGS = (
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, tiny-imagenet, imagefolder, npz")
-    parser.add_argument("--data-dir", help="folder (or .npz file) holding the dataset's files")
+    parser.add_argument("--data-dir", help="folder (or .npz file) holding the dataset's files "
+                        "(default: $LEARNLOSS_DATA, then ~/.cache/learnloss/DATASET)")
     parser.add_argument("--no-download", dest="download", action="store_false", default=None,
                         help="never download missing dataset files")
     parser.add_argument("--model", help="resnet18, resnet34, resnet50, resnet101, resnet152, small-cnn, mlp (vector inputs)")
     parser.add_argument("--dropout", type=_probability, help="dropout before the classifier (needed by baal-bald)")
-    parser.add_argument("--layers", type=lambda s: [p for p in s.split(",") if p], help="comma-separated layers for the LPM")
+    parser.add_argument("--layers", type=lambda s: [p for p in s.split(",") if p],
+                        help="comma-separated layers for the LPM (default: the model's own)")
     parser.add_argument("--initial", type=_positive_int, help="initial random labels")
     parser.add_argument("--query", type=_positive_int, help="K: labels added per cycle")
     parser.add_argument("--cycles", type=_positive_int, help="training cycles (cycles-1 queries)")
     parser.add_argument("--subset", type=_subset, help="M: unlabeled samples scored per cycle, or 'all'")
-    parser.add_argument("--epochs", type=_positive_int)
-    parser.add_argument("--batch-size", type=_positive_int)
-    parser.add_argument("--lr", type=_finite_float)
+    parser.add_argument("--epochs", type=_positive_int, help="training epochs per cycle")
+    parser.add_argument("--batch-size", type=_positive_int, help="mini-batch size")
+    parser.add_argument("--lr", type=_finite_float, help="SGD learning rate of the model and the LPM")
     parser.add_argument("--milestones", type=_epochs_list, help="epochs where the LR drops ×0.1, e.g. 160")
     parser.add_argument("--lpm-loss", choices=["ranking", "logistic", "mse"],
                         help="ranking loss of the LPM: ranking (the paper's hinge), logistic (pairwise BCE) or mse")
@@ -249,20 +336,20 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=_finite_float, help="ξ, margin of the ranking loss")
     parser.add_argument("--stop-grad-epoch", type=_stop_grad, help="epoch from which the LPM's gradient is cut, or 'never'")
     parser.add_argument("--reset", choices=["warm", "reinit"], help="warm-start or re-initialise the model each cycle")
-    parser.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--task", help="classification or regression (default: the dataset's own task)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
-                        help="autocast dtype of training, evaluation and scoring (default fp32)")
+                        help="autocast dtype of training, evaluation and scoring (default: fp32)")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                         help="channels-last memory format for image models")
     parser.add_argument("--drop-easy", type=_probability,
-                        help="fraction of labeled samples with the lowest loss that the target model skips (default 0)")
+                        help="fraction of labeled samples with the lowest loss that the target model skips")
     semi = parser.add_argument_group("stage B (semi-supervised LPM; used by ssl-lpm)")
-    semi.add_argument("--semi-epochs", type=_positive_int, help="epochs of LPM fine-tuning per cycle (paper 30)")
-    semi.add_argument("--semi-lr", type=_finite_float, help="SGD learning rate of the LPM in stage B (paper 0.01)")
-    semi.add_argument("--semi-threshold", type=_probability, help="τ: confidence a pseudo-label needs (paper 0.9)")
+    semi.add_argument("--semi-epochs", type=_positive_int, help="epochs of LPM fine-tuning per cycle; paper 30")
+    semi.add_argument("--semi-lr", type=_finite_float, help="SGD learning rate of the LPM in stage B; paper 0.01")
+    semi.add_argument("--semi-threshold", type=_probability, help="τ: confidence a pseudo-label needs; paper 0.9")
     semi.add_argument("--semi-lpm-loss", choices=["logistic", "ranking", "mse"],
-                      help="ranking loss of stage B (paper's code: logistic)")
+                      help="ranking loss of stage B; the paper's code: logistic")
     semi.add_argument("--semi-unlabeled", type=_subset, help="unlabeled samples per stage-B epoch, or 'all'")
     semi.add_argument("--semi-views", type=_subset,
                       help="augmentation draws run through the frozen model (other epochs reuse them), or 'all'")
@@ -328,14 +415,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.protocol, {**_settings(args), "strategy": args.strategy, "seed": args.seed})
     _check_writable(args.out)
 
-    def on_cycle(result: CycleResult) -> None:
-        if args.quiet:
-            return
+    def on_cycle(result: CycleResult) -> None:  # also with --quiet, which only turns the progress bars off
         lpm = result.lpm_ranking_accuracy
-        metrics = ", ".join(f"test {name} {value:.4f}" for name, value in result.metrics.items())
+        metrics = ", ".join(f"test {name} {_metric(value)}" for name, value in result.metrics.items())
         tqdm.write(
             f"cycle {result.cycle}: {result.n_labeled} labels, {metrics}"
-            + (f", LPM ranking accuracy {lpm:.4f}" if lpm is not None else ""),
+            + (f", LPM ranking accuracy {_metric(lpm)}" if lpm is not None else ""),
             file=sys.stderr,
         )
 
@@ -348,6 +433,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"AUBC {results['aubc']:.4f}")
     print(f"wrote {args.out / 'results.json'} and {args.out / 'learning_curve.png'}")
     return 0
+
+
+def _metric(value: float | None) -> str:
+    """A metric as the command line prints it: four decimals, or ``n/a`` when it is missing or not finite."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _cycle_span(cycles: Sequence[int]) -> str:
+    """``cycle 0``, ``cycles 0 and 1``, ``cycles 0–3`` (a run's cycles are numbered 0, 1, … without gaps)."""
+    if len(cycles) == 1:
+        return f"cycle {cycles[0]}"
+    if len(cycles) == 2:
+        return f"cycles {cycles[0]} and {cycles[1]}"
+    return f"cycles {cycles[0]}–{cycles[-1]}"
+
+
+def run_interrupted_line(args: argparse.Namespace) -> str:
+    """What Ctrl-C during ``learnloss run`` prints: the cycles the run's store in ``--out`` keeps (trained and
+    evaluated; a resumed run does not train them again) and the exact command that continues it — the same
+    arguments with ``--resume`` — or, when no cycle finished, that the run starts over and the command for that."""
+    from learnloss.project.store import DB_FILENAME, ProjectStore
+
+    argv = list(args.argv)
+    if not (args.out / DB_FILENAME).exists():  # stopped before the store was made: the same command starts it
+        if args.resume:  # (only before --resume was checked) without it, as --resume would be refused now
+            argv = [a for a in argv if not (len(a) > len("--res") and "--resume".startswith(a))]
+        return ("learnloss: interrupted before any cycle finished; nothing was kept, the run starts over with: "
+                + shlex.join(["learnloss", *argv]))
+    if not args.resume:
+        argv.append("--resume")
+    command = shlex.join(["learnloss", *argv])
+    with ProjectStore(args.out, kind="simulation") as store:
+        cycles = [int(row["cycle"]) for row in store.cycles()]
+    if not cycles:
+        return f"learnloss: interrupted before any cycle finished; nothing was kept, the run starts over with: {command}"
+    return (f"learnloss: interrupted; {args.out} keeps the finished {_cycle_span(cycles)} (nothing half-written); "
+            f"continue the run with: {command}")
+
+
+def bench_interrupted_line(args: argparse.Namespace) -> str:
+    """What Ctrl-C during ``learnloss bench`` prints: the same command continues the benchmark."""
+    return (f"learnloss: interrupted; {args.out} keeps every finished run and the finished cycles of the interrupted "
+            f"one; continue the benchmark with the same command: {shlex.join(['learnloss', *args.argv])}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -383,15 +511,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_label_studio(parser: argparse.ArgumentParser, change: bool = False) -> None:
+    group = parser.add_argument_group(
+        "Label Studio", "where Label Studio finds the images" + (" (changes the project's setting)" if change else ""))
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--ls-document-root", type=Path, metavar="DIR",
+                       help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder above the data root "
+                       + ("" if change else "(default: that variable when set and above the data root, else the data "
+                          "root's parent)"))
+    where.add_argument("--ls-url-prefix", metavar="URL",
+                       help="images are served elsewhere: a task's image URL is URL followed by the item's path")
+
+
+def _print_label_studio(setup: LabelStudioSetup, config: Path | None = None, tasks: Path | None = None) -> None:
+    for line in setup.instructions(config, tasks):
+        print(line)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from learnloss.labeling.workflow import init_project
 
     settings = {key: getattr(args, key) for key in ("model", "image_size", "epochs", "strategy", "seed")}
     counts = init_project(args.project, images=args.images, manifest=args.manifest, classes=args.classes,
                           labels=args.labels, settings={k: v for k, v in settings.items() if v is not None},
-                          color=args.color)
+                          color=args.color, ls_document_root=args.ls_document_root, ls_url_prefix=args.ls_url_prefix)
     print(f"created {args.project}: {counts['pool']} pool and {counts['test']} test images, {counts['labeled']} labeled")
     print(f"colour: {counts['color']} ({counts['converted']} image(s) converted)")
+    for line in counts["skipped"]:
+        print(f"  skipped {line}")
+    _print_label_studio(counts["label_studio"])
     return 0
 
 
@@ -407,7 +555,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from learnloss.labeling.workflow import query_project
 
-    outcome = query_project(args.project, args.k, args.strategy, args.device, progress=not args.quiet)
+    outcome = query_project(args.project, args.k, args.strategy, args.device, progress=not args.quiet,
+                            ls_document_root=args.ls_document_root, ls_url_prefix=args.ls_url_prefix)
     how = "trained" if outcome.trained else "reused the checkpoint of the current labels"
     what = "queried" if outcome.new_query else "no new labels since the last query, so its open items are exported again:"
     print(f"cycle {outcome.cycle}: {how}; {what} {len(outcome.items)} items")
@@ -418,6 +567,8 @@ def cmd_query(args: argparse.Namespace) -> int:
               f"it; import it with learnloss label {args.project} {path}")
     if outcome.note:
         print(f"  note: {outcome.note}")
+    if outcome.label_studio is not None:
+        _print_label_studio(outcome.label_studio, outcome.files["labelstudio_config"], outcome.files["labelstudio"])
     return 0
 
 
@@ -427,7 +578,45 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     with ProjectStore(args.project, kind="labeling", check="full") as store:
         summary = import_labels(store, args.file, relabel=args.relabel)
-    print(f"{summary.file}: {summary.added} added, {summary.relabeled} relabeled, {summary.unchanged} already stored")
+    print(f"{summary.file}: {summary.added} added, {summary.relabeled} relabeled, {summary.unchanged} already stored"
+          + (f", {len(summary.skipped)} skipped" if summary.skipped else ""))
+    for line in summary.skipped:
+        print(f"  skipped {line}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    try:
+        from learnloss.serve.app import check_binding, run_server
+    except ImportError as error:  # pragma: no cover - the serve extra is part of the test install
+        raise UsageError(f"learnloss serve needs the serve extra ({error.name} is missing): pip install "
+                         "'learnloss[serve]'") from None
+    from learnloss.labeling.backend import LabelStudioBackend, ServeConfig
+    from learnloss.labeling.workflow import project_dataset, project_spec, query_project
+    from learnloss.runs.evaluate import ProjectReader
+
+    token = args.token or os.environ.get("LEARNLOSS_SERVE_TOKEN") or None
+    check_binding(args.host, token)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServeConfig(retrain_every=args.retrain_every, query=args.k, strategy=args.strategy, device=args.device,
+                         relabel=args.relabel)
+    backend = LabelStudioBackend(args.project, config, ProjectReader(project_spec, project_dataset), query_project)
+    if backend.load():
+        print(f"model {backend.model_version} loaded")
+    else:
+        backend.maybe_retrain()
+        print("no trained model yet: training on the current labels in the background")
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    print(f"Label Studio ML backend for {args.project} on {url}; the prediction score is the {backend.score_meaning()}")
+    print("  1. start Label Studio with ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false (it refuses a model "
+          "and its webhook on a local address otherwise), besides the local-files settings of learnloss init")
+    print(f"  2. in the Label Studio project: Settings → Model → Connect Model, URL {url}"
+          + (", Authentication: Basic Auth, any user, the token as password" if token else ""))
+    print("  3. Data Manager → select tasks → Retrieve Predictions; sort by Prediction score, descending")
+    sys.stdout.flush()
+    run_server(backend, args.host, args.port, token)
     return 0
 
 
@@ -436,6 +625,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from learnloss.labeling.workflow import project_status
 
     status = project_status(args.project)
+    for cycle in status["cycles"]:  # a metric a cycle lacks is null in JSON, n/a in text (as a NaN one is)
+        for key in ("test_accuracy", "lpm_ranking_accuracy"):
+            cycle.setdefault(key, None)
     if args.json:
         print(dumps(status, indent=2))
         return 0
@@ -444,9 +636,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"pool {counts['pool']}, test {counts['test']}, labeled {counts['labeled']} ({counts['relabels']} relabels), "
           f"{counts['imports']} imports, {counts['cycles']} cycles")
     for cycle in status["cycles"]:
-        accuracy = cycle.get("test_accuracy")
-        print(f"  cycle {cycle['cycle']} ({cycle['status']}): {cycle.get('n_labeled')} labels"
-              + ("" if accuracy is None else f", test accuracy {accuracy:.4f}"))
+        print(f"  cycle {cycle['cycle']} ({cycle['status']}): {cycle.get('n_labeled')} labels, "
+              f"test accuracy {_metric(cycle.get('test_accuracy'))}, "
+              f"LPM ranking accuracy {_metric(cycle.get('lpm_ranking_accuracy'))}")
     for cycle, count in status["open_queries"].items():
         print(f"  open: {count} items queried in cycle {cycle}")
     return 0
@@ -528,8 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
                 "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
-                "predict": cmd_predict, "add": cmd_add, "doctor": cmd_doctor, "backup": cmd_backup, "remove": cmd_remove}
-    return guarded(lambda: commands[args.command](args))
+                "predict": cmd_predict, "serve": cmd_serve, "add": cmd_add, "doctor": cmd_doctor, "backup": cmd_backup, "remove": cmd_remove}
+    interrupted = {"run": run_interrupted_line, "bench": bench_interrupted_line}.get(args.command)
+    return guarded(lambda: commands[args.command](args),
+                   on_interrupt=None if interrupted is None else lambda: interrupted(args))
 
 
 if __name__ == "__main__":

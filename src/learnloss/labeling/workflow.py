@@ -31,16 +31,18 @@ from learnloss.project.exports import (
     QueriedItem, file_sha256, read_table, unescape_cell, write_csv, write_json, write_query_batch,
 )
 from learnloss.project.importer import import_labels
+from learnloss.project.labelstudio import LabelStudioSetup
 from learnloss.project.paths import AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 from learnloss.runs.builder import build_loop
 from learnloss.runs.journal import LabelingJournal, label_fingerprint
 from learnloss.runs.presets import resolve_spec
 from learnloss.runs.spec import RunSpec
+from learnloss.strategies import build_strategy
 
 __all__ = [
     "COLORS", "EXPORT_FIELDS", "QueryOutcome", "add_items", "export_labels", "init_project", "project_dataset",
-    "project_spec", "project_status", "query_project",
+    "project_label_studio", "project_spec", "project_status", "query_project",
 ]
 
 #: The colour settings of a project: the most common mode of its images, or one for all.
@@ -263,6 +265,8 @@ def init_project(
     labels: str | Path | None = None,
     settings: dict[str, Any] | None = None,
     color: str = "auto",
+    ls_document_root: str | Path | None = None,
+    ls_url_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Create the project ``project`` over the images of ``images`` (a folder) or ``manifest`` (a CSV with
     ``path[,label][,split]``, paths relative to the manifest's folder), with optional initial ``labels`` (a
@@ -274,10 +278,13 @@ def init_project(
     and label files carry unchanged (:func:`~learnloss.project.paths.name_problem`); names are stored in Unicode
     NFC, and two files whose names normalise alike are refused. Any offender refuses the whole init, listing them.
     Every image is read in one colour mode, ``color``: ``'rgb'``, ``'grey'``, or ``'auto'`` (the mode most images
-    have; colour on a tie), stored in the project.
+    have; colour on a tie), stored in the project. Label Studio finds the images under ``ls_document_root`` or
+    ``ls_url_prefix`` (:meth:`LabelStudioSetup.for_project <learnloss.project.labelstudio.LabelStudioSetup.for_project>`;
+    by default the data root's parent is Label Studio's document root), for the tasks every query writes.
 
-    Returns the store's counts (``pool``, ``test``, ``labeled``, …), ``color`` (``'grey'`` or ``'rgb'``) and
-    ``converted`` (how many images are read in the other mode than their own).
+    Returns the store's counts (``pool``, ``test``, ``labeled``, …), ``color`` (``'grey'`` or ``'rgb'``),
+    ``converted`` (how many images are read in the other mode than their own), ``label_studio`` (the setup) and
+    ``skipped`` (tasks of a Label Studio ``labels`` export left out: cancelled or without a choice).
 
     Raises:
         UsageError: the project exists; the sources are missing or invalid (every offender listed); classes are
@@ -310,6 +317,7 @@ def init_project(
         raise UsageError(f"the sources use classes not in --classes: {', '.join(unknown)}")
     mode, converted = _decide_color(headers, setting)
     spec = resolve_spec("labeling", settings)  # every setting checked before anything is created
+    label_studio = LabelStudioSetup.for_project(root, ls_document_root, ls_url_prefix)
     project.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.name}.", dir=project.parent))
     try:
@@ -318,10 +326,12 @@ def init_project(
                 store.set_meta("data_root", str(root), db)
                 store.set_meta("settings", spec.to_dict(), db)
                 store.set_meta("color", mode, db)
+                store.set_meta("label_studio", label_studio.to_meta(), db)
                 store.add_classes(db, names)
                 _register(store, db, entries, {name: name for name in names}, "init")
+            skipped: tuple[str, ...] = ()
             if labels is not None:
-                import_labels(store, labels)
+                skipped = import_labels(store, labels).skipped
             counts: dict[str, Any] = dict(store.counts())
         if project.exists():
             project.rmdir()
@@ -332,7 +342,7 @@ def init_project(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {**counts, "color": mode, "converted": converted}
+    return {**counts, "color": mode, "converted": converted, "label_studio": label_studio, "skipped": list(skipped)}
 
 
 def add_items(
@@ -436,6 +446,8 @@ class QueryOutcome:
     went beside them (:attr:`files`)."""
     note: str | None = None
     """What the caller should know: e.g. that ``--k`` differs from the open batch it re-exports."""
+    label_studio: LabelStudioSetup | None = None
+    """Where Label Studio finds the images of the tasks written (:meth:`LabelStudioSetup.instructions`)."""
 
 
 def project_spec(store: ProjectStore, strategy: str | None = None) -> RunSpec:
@@ -481,8 +493,15 @@ def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] |
     return dataset, [rows[i][0] for i in pool]
 
 
+def project_label_studio(store: ProjectStore) -> LabelStudioSetup:
+    """Where Label Studio finds the project's images: the setup stored by init (or changed by a query since), or
+    for a project made before that, the default for its data root."""
+    return LabelStudioSetup.from_meta(store.meta("data_root"), store.meta("label_studio"))
+
+
 def query_project(project: str | Path, k: int, strategy: str | None = None, device: str = "auto",
-                  progress: bool = False) -> QueryOutcome:
+                  progress: bool = False, ls_document_root: str | Path | None = None,
+                  ls_url_prefix: str | None = None) -> QueryOutcome:
     """Train (or reuse the matching checkpoint), score the unlabeled pool, record and export a query of ``k``.
 
     The project drives the same loop as a simulated run, one step per query, with people as the oracle
@@ -490,7 +509,8 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     (:class:`~learnloss.runs.journal.LabelingJournal`). If the last recorded query was made with the current
     labels, it is not repeated: its open items are exported again. Queries of one project run one at a time
     (:meth:`ProjectStore.exclusive`); imports may run meanwhile, and a query whose labels changed while it trained
-    is not recorded.
+    is not recorded. ``ls_document_root`` or ``ls_url_prefix`` change where Label Studio finds the images (stored
+    for later queries; :meth:`LabelStudioSetup.for_project`).
 
     Raises:
         StoreBusyError: another query held the project beyond the timeout.
@@ -501,6 +521,9 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
         raise UsageError(f"--k must be positive, got {k}")
     with ProjectStore(project, kind="labeling") as store, store.exclusive("query"):
         spec = project_spec(store, strategy).replace(device=device)
+        if ls_document_root is not None or ls_url_prefix is not None:
+            setup = LabelStudioSetup.for_project(store.meta("data_root"), ls_document_root, ls_url_prefix)
+            store.set_meta("label_studio", setup.to_meta())
         classes = store.classes()
         labels = store.current_labels()
         last = store.last_cycle()
@@ -531,10 +554,12 @@ def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, 
     items = [QueriedItem(item_id, source, rank, score, prediction or "", confidence)
              for item_id, source, rank, score, prediction, confidence in store.query_items(cycle)]
     written = dict(store.meta("exports") or {})
-    files, kept = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy}, written)
+    setup = project_label_studio(store)
+    files, kept = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy}, setup,
+                                    written, score_meaning=build_strategy(strategy).describes_score)
     written.update({path.name: digest for path in files.values() if (digest := file_sha256(path)) is not None})
     store.set_meta("exports", written)
-    return QueryOutcome(cycle, trained, new, items, files, kept)
+    return QueryOutcome(cycle, trained, new, items, files, kept, label_studio=setup)
 
 
 # --------------------------------------------------------------------------------------- status, export

@@ -18,20 +18,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
 from learnloss import jsonio
 from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
+from learnloss.project.labelstudio import LabelStudioSetup, label_studio_config, label_studio_task
 
 __all__ = [
     "QueriedItem",
     "csv_records",
     "escape_cell",
     "file_sha256",
-    "label_studio_config",
     "read_table",
     "unescape_cell",
     "write_csv",
@@ -40,8 +39,6 @@ __all__ = [
 ]
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-#: Label Studio serves local files under this URL prefix, relative to LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.
-LOCAL_FILES_URL = "/data/local-files/?d="
 
 
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -86,7 +83,9 @@ def read_table(path: Path, what: str = "manifest") -> tuple[list[str], list[tupl
     (missing cells are empty; cells beyond the header are ignored).
 
     Raises:
-        UsageError: the file cannot be read, is not UTF-8 text, is malformed CSV or repeats a column name.
+        UsageError: the file cannot be read, is not UTF-8 text, is malformed CSV, repeats a column name, or its
+            header is one cell that splits on ``;`` or tabs (a spreadsheet saved it with another delimiter: the
+            message says how to save it with commas).
     """
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -103,6 +102,12 @@ def read_table(path: Path, what: str = "manifest") -> tuple[list[str], list[tupl
                 continue
             if header is None:
                 header = [name.strip().lower() for name in cells]
+                for delimiter, shown in ((";", "';'"), ("\t", "tabs")):  # a spreadsheet's regional setting
+                    if len(cells) == 1 and delimiter in cells[0] \
+                            and len(next(csv.reader([cells[0]], delimiter=delimiter), [])) > 1:
+                        raise UsageError(f"{path} row {number}: the file seems to be separated by {shown}, not ','; "
+                                         "save it as CSV with commas (in LibreOffice: Save As → Text CSV, field "
+                                         "delimiter ',')")
                 repeated = sorted({name for name in header if name and header.count(name) > 1})
                 if repeated:
                     raise UsageError(f"{path} row {number}: the header repeats the column(s) {', '.join(repeated)}")
@@ -170,37 +175,6 @@ class QueriedItem:
     confidence: float | None
 
 
-def label_studio_config(classes: Sequence[str]) -> str:
-    """A Label Studio labeling configuration: one image, one single-choice question over ``classes``."""
-    choices = "\n".join(f'    <Choice value="{_xml(name)}"/>' for name in classes)
-    return (
-        '<View>\n  <Image name="image" value="$image"/>\n'
-        '  <Choices name="label" toName="image" choice="single" showInline="true">\n'
-        f"{choices}\n  </Choices>\n</View>\n"
-    )
-
-
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _label_studio_task(item: QueriedItem, cycle: int) -> dict[str, Any]:
-    """A Label Studio task with the model's prediction as a pre-annotation. ``data.score`` (the strategy's
-    score) is ``null`` when the strategy does not score; the prediction's ``score`` (the model's confidence)
-    is left out when it is not a finite number."""
-    prediction: dict[str, Any] = {"model_version": f"learnloss-cycle-{cycle}"}
-    confidence = _finite(item.confidence)
-    if confidence is not None:
-        prediction["score"] = confidence
-    prediction["result"] = [{"from_name": "label", "to_name": "image", "type": "choices",
-                             "value": {"choices": [item.prediction]}}]
-    return {
-        "data": {"image": LOCAL_FILES_URL + quote(item.path), "learnloss_id": item.item_id, "path": item.path,
-                 "rank": item.rank, "score": item.score},
-        "predictions": [prediction],
-    }
-
-
 def file_sha256(path: Path) -> str | None:
     """SHA-256 of the file at ``path``, or None when there is none."""
     try:
@@ -220,11 +194,14 @@ def _beside(path: Path) -> Path:
 
 def write_query_batch(
     folder: Path, cycle: int, items: Sequence[QueriedItem], classes: Sequence[str], info: Mapping[str, Any],
-    written: Mapping[str, str] | None = None,
+    setup: LabelStudioSetup, written: Mapping[str, str] | None = None, score_meaning: str = "",
 ) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the batch of ``cycle`` for labelers into ``folder``: ``query-<cycle>.csv`` (fill in ``label``),
     ``query-<cycle>.json``, ``query-<cycle>.labelstudio.json`` (tasks with the prediction as a pre-annotation)
-    and ``labelstudio-config.xml``.
+    and ``labelstudio-config.xml``. Task image URLs follow ``setup`` (where Label Studio finds the images,
+    :class:`~learnloss.project.labelstudio.LabelStudioSetup`); the CSV header
+    and the JSON say what the score means (``score_meaning``, the strategy's
+    :attr:`~learnloss.strategies.base.Strategy.score_meaning`).
 
     No label is lost to a re-export: ``written`` maps a file name to the SHA-256 of what learnloss last wrote
     there; a file that exists with other content (a labeler filled it in, or it predates the record) is kept,
@@ -246,17 +223,20 @@ def write_query_batch(
     kept = {kind: path for kind, path in planned.items()
             if (digest := file_sha256(path)) is not None and digest != written.get(path.name)}
     paths = {kind: _beside(path) if kind in kept else path for kind, path in planned.items()}
+    meaning = score_meaning or "none: the strategy picks a set and scores no item on its own"
     write_csv(
-        paths["csv"], ("id", "path", "label", "prediction", "confidence", "rank", "score"),
+        paths["csv"], ("id", "path", "label", "prediction", "confidence", "rank", f"score ({meaning})"),
         [(i.item_id, i.path, "", i.prediction, _number_cell(i.confidence, ".4f"), i.rank, _number_cell(i.score, ".6g"))
          for i in items],
     )
     write_json(paths["json"], {
-        **info, "cycle": cycle, "classes": list(classes),
+        **info, "cycle": cycle, "classes": list(classes), "score_meaning": meaning,
         "items": [{"id": i.item_id, "path": i.path, "label": None, "prediction": i.prediction,
                    "confidence": i.confidence, "rank": i.rank, "score": i.score} for i in items],
     })
-    write_json(paths["labelstudio"], [_label_studio_task(item, cycle) for item in items])
+    write_json(paths["labelstudio"], [
+        label_studio_task(setup, i.item_id, i.path, i.prediction, i.confidence, i.score, i.rank,
+                          f"learnloss-cycle-{cycle}") for i in items])
     with atomic_write(paths["labelstudio_config"]) as handle:
         handle.write(label_studio_config(classes))
     return paths, kept

@@ -1,22 +1,41 @@
-"""Import labels from CSV, JSON or a Label Studio JSON export: validate everything, then apply all or nothing.
+"""Import labels from CSV, JSON or a Label Studio export: validate everything, then apply all or nothing.
 
-Accepted files:
+Accepted files, each with the format name recorded with the import (and in every label's source,
+``import:<format>``):
 
-* **CSV** (``.csv``, UTF-8): a header with ``label`` and ``id`` and/or ``path`` — the query batch that
-  ``learnloss query`` writes, with its ``label`` column filled in, is such a file;
-* **JSON** (``.json``): a list of objects with ``label`` and ``id`` (or ``learnloss_id``) and/or ``path``, or
-  an object holding such a list as ``items`` (the ``query-N.json`` that ``learnloss query`` writes, its ``label``
-  fields filled in) or ``labels``;
-* **Label Studio** (``.json``): the JSON export of a project whose tasks ``learnloss query`` wrote (each
-  task's ``data.learnloss_id`` names the item; the label is the ``choices`` of its annotations).
+* ``csv`` (``.csv``, UTF-8, comma-separated): a header with ``label`` and ``id`` and/or ``path`` — the query
+  batch that ``learnloss query`` writes, with its ``label`` column filled in, is such a file;
+* ``json`` (``.json``): a list of objects with ``label`` and ``id`` and/or ``path``, or an object holding such a
+  list as ``items`` (the ``query-N.json`` that ``learnloss query`` writes, its ``label`` fields filled in) or
+  ``labels``;
+* ``labelstudio`` (``.json``): Label Studio's JSON export (a list of tasks with ``annotations``) of a project
+  whose tasks ``learnloss query`` wrote: each task's ``data.learnloss_id`` (or ``data.path``) names the item,
+  the label is the single choice of its annotations that were not cancelled (several must agree);
+* ``labelstudio-min`` (``.json``): Label Studio's JSON-MIN export, recognised by its ``annotation_id`` fields: a
+  list of flat objects, one per annotation (or per task without one), holding the task's data (``learnloss_id``,
+  ``path``, ...), Label Studio's task ``id``, the choice under ``label`` (the Choices control of
+  ``labelstudio-config.xml``; a string, or ``{"choices": [...]}`` when several were chosen) and ``annotator``,
+  ``annotation_id``, ``created_at``, ``updated_at``, ``lead_time``; the objects of one task (same ``id``) are its
+  annotations and must agree;
+* ``labelstudio-csv`` (``.csv``): Label Studio's CSV export, recognised by its ``annotation_id`` column: the
+  same fields as columns, in any order (a choice cell may hold ``{"choices": [...]}`` as JSON).
+
+Whenever an entry or a row has a ``learnloss_id`` field or column, that is the item's id and ``id`` is ignored
+(in a Label Studio export, ``id`` is Label Studio's own task id, never an item id; a Label Studio export uses
+``learnloss_id`` or ``path`` only). In the Label Studio formats a task that is not labeled — no annotation yet,
+every annotation cancelled (skipped in Label Studio; JSON-MIN and CSV exports leave such a task out altogether),
+or annotated without a choice — is left out and listed in :attr:`ImportSummary.skipped`; in ``csv`` and ``json``
+files an empty label is a problem. A CSV file separated by ``;`` or tabs (a spreadsheet's regional setting, or
+Label Studio's TSV export) is refused with a hint to save or export it with commas.
 
 Ids are plain ASCII digits (surrounding whitespace is ignored, as in every cell); paths and labels are compared in
 Unicode NFC; CSV rows are numbered as a spreadsheet shows them (the header is row 1, blank lines count).
 Every problem of the file is collected — not UTF-8, malformed rows, empty labels, unknown ids or paths,
-ids that contradict their path, one item twice, unknown classes, a label that contradicts the stored one
-without ``relabel`` — and reported together; then nothing is written. A valid file is applied in one
-transaction of the project store, which also records the file (name, SHA-256) as every label's source.
-Importing the same file again changes nothing.
+ids that contradict their path, one item twice, annotations that disagree, several choices, unknown classes, a
+label that contradicts the stored one without ``relabel`` — and reported together; then nothing is written. A
+valid file is applied in one transaction of the project store, which also records the file (name, SHA-256) as
+every label's source; a file that changes no label (all its tasks skipped, say) is not recorded. Importing the
+same file again changes nothing.
 """
 
 from __future__ import annotations
@@ -29,19 +48,28 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from learnloss.errors import UsageError
 from learnloss.project.exports import csv_records, unescape_cell
 from learnloss.project.paths import UnsafePathError, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 
-__all__ = ["ImportSummary", "LabelFileError", "LabelRow", "import_labels", "parse_label_file"]
+__all__ = [
+    "ImportSummary", "LabelFile", "LabelFileError", "LabelRow", "apply_label_rows", "import_labels", "parse_label_file",
+]
 
 MAX_LISTED_PROBLEMS = 20
 #: An item id: ASCII digits only (``int()`` would also take ``+16``, ``1_9`` and other scripts' digits).
 _ID = re.compile(r"[0-9]+")
 _MAX_ID_DIGITS = 18  # every SQLite rowid fits; longer ids are unknown without converting them
+#: The name of the Choices control in ``labelstudio-config.xml``: a Label Studio export keys the choice by it.
+_CONTROL = "label"
+#: The fields of a Label Studio JSON-MIN entry or CSV row besides the choice: the task's data as ``learnloss
+#: query`` writes it, Label Studio's task id and the annotation's metadata.
+_STUDIO_FIELDS = frozenset({"image", "learnloss_id", "path", "rank", "score", "id", "annotator", "annotation_id",
+                            "created_at", "updated_at", "lead_time", "agreement", "history"})
+_COMMAS_HINT = "save it as CSV with commas (in LibreOffice: Save As → Text CSV, field delimiter ',')"
 
 
 class LabelFileError(UsageError):
@@ -67,16 +95,33 @@ class LabelRow:
 
 @dataclass(frozen=True)
 class ImportSummary:
-    """What an import did: labels added, relabeled, already stored (unchanged)."""
+    """What an import did: labels added, relabeled, already stored (unchanged), and the tasks of a Label Studio
+    export that were left out because they are not labeled, each with where and why
+    (``task 3 (learnloss_id 17): skipped in Label Studio (cancelled)``)."""
 
     file: str
     added: int
     relabeled: int
     unchanged: int
+    skipped: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
         return bool(self.added or self.relabeled)
+
+
+class LabelFile(NamedTuple):
+    """A label file as read, before it is checked against a project (:func:`parse_label_file`)."""
+
+    #: ``csv``, ``json``, ``labelstudio``, ``labelstudio-min``, ``labelstudio-csv`` (``unknown`` if not UTF-8).
+    fmt: str
+    rows: list[LabelRow]
+    #: SHA-256 of the file's bytes.
+    sha256: str
+    #: Every problem of the file itself; any of them refuses the whole file.
+    problems: list[str]
+    #: The Label Studio tasks left out because they are not labeled, each with where and why.
+    skipped: list[str]
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -126,9 +171,149 @@ def _row(where: str, raw_id: Any, raw_path: Any, raw_label: Any, problems: list[
     return LabelRow(where, item_id, path or None, nfc(label))
 
 
-def _parse_csv(text: str, problems: list[str]) -> list[LabelRow]:
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _named(where: str, ident: Any, path: Any) -> str:
+    """``where`` with the item it names, to list a skipped task: ``task 3 (learnloss_id 17)``."""
+    for name, value in (("learnloss_id", ident), ("path", path)):
+        text = _text(value)
+        if text:
+            return f"{where} ({name} {text if len(text) <= 40 else text[:40] + '…'})"
+    return where
+
+
+@dataclass(frozen=True)
+class _StudioEntry:
+    """An entry of Label Studio's JSON-MIN export or a row of its CSV export: one annotation of a task, or a task
+    without any."""
+
+    where: str
+    task: str | None  # Label Studio's task id: the entries of one task are its annotations; never an item id
+    ident: Any  # the task's learnloss_id, as written
+    path: Any
+    label: str | None  # the single choice; None when there is none
+    annotated: bool  # an annotation (with or without a choice), not a task without any
+
+
+def _studio_choice(value: Any, where: str, problems: list[str], cell: bool) -> tuple[bool, str | None]:
+    """Whether the ``label`` value of a JSON-MIN entry or CSV row (``cell``) is well-formed, and its single choice
+    (``None`` when there is none). Label Studio writes one choice as its text, several as ``{"choices": [...]}``
+    (as JSON text in a CSV cell), several results of one annotation as a list of these."""
+    if cell and isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            pass  # a class name that merely starts with a bracket
+    choices: list[Any] = []
+    for part in value if isinstance(value, list) else [value]:
+        if isinstance(part, dict) and isinstance(part.get("choices"), list):
+            choices.extend(part["choices"])
+        else:
+            choices.append(part)
+    texts = [_text(choice) for choice in choices if choice is not None]
+    if any(text is None for text in texts):
+        problems.append(f"{where}: the '{_CONTROL}' value is not a choice of a class; label the tasks with "
+                        "labelstudio-config.xml as the labeling config")
+        return False, None
+    distinct = sorted({nfc(text) for text in texts if text})
+    if len(distinct) > 1:
+        problems.append(f"{where}: more than one choice ({', '.join(distinct)}); choose one class per task")
+        return False, None
+    return True, (distinct[0] if distinct else None)
+
+
+def _studio_entry(where: str, entry: dict[str, Any], problems: list[str], cell: bool) -> _StudioEntry | None:
+    """An entry of a JSON-MIN export, or a row of a CSV export (``cell``); ``None`` after a problem."""
+    ok, label = _studio_choice(entry.get(_CONTROL), where, problems, cell)
+    if not ok:
+        return None
+    task = _text(entry.get("id"))
+    return _StudioEntry(where, task or None, entry.get("learnloss_id"), entry.get("path"), label,
+                        _present(entry.get("annotation_id")))
+
+
+def _check_control(fields: set[str], where: str, problems: list[str]) -> None:
+    """In an export where no task has a ``label``, other fields than Label Studio's and the tasks' own mean that the
+    labeling config names its Choices control otherwise: a problem, rather than every task skipped."""
+    others = sorted(name for name in fields - _STUDIO_FIELDS if name and not name.startswith("_data_"))
+    if others:
+        problems.append(f"{where}: no task has a '{_CONTROL}' choice, but there is {', '.join(map(repr, others))}; "
+                        f"learnloss reads the Choices control named '{_CONTROL}', as in labelstudio-config.xml: use "
+                        "that labeling config and export again")
+
+
+def _studio_rows(entries: list[_StudioEntry], problems: list[str]) -> tuple[list[LabelRow], list[str]]:
+    """The labels of a JSON-MIN or CSV export and the tasks it leaves out. The entries of one Label Studio task
+    (same ``id``, ``learnloss_id`` and ``path``) are its annotations: their choices must agree."""
+    tasks: dict[object, list[_StudioEntry]] = {}
+    for entry in entries:
+        key = (entry.task, repr(entry.ident), repr(entry.path)) if entry.task is not None else id(entry)
+        tasks.setdefault(key, []).append(entry)
+    rows: list[LabelRow] = []
+    skipped: list[str] = []
+    for group in tasks.values():
+        labeled = [entry for entry in group if entry.label is not None]
+        chosen = sorted({entry.label for entry in labeled if entry.label is not None})
+        if len(chosen) > 1:
+            others = ", ".join(entry.where for entry in labeled[1:])
+            problems.append(f"{labeled[0].where}: the annotations of Label Studio task {group[0].task} disagree "
+                            f"({', '.join(chosen)}; also at {others}); resolve them first")
+            continue
+        if not chosen:
+            first = group[0]
+            why = "annotated without a choice" if any(entry.annotated for entry in group) else "no annotation yet"
+            skipped.append(f"{_named(first.where, first.ident, first.path)}: {why}")
+            continue
+        entry = labeled[0]
+        if not _present(entry.ident) and not _present(entry.path):
+            problems.append(f"{entry.where}: no learnloss_id or path says which item is labeled {chosen[0]!r} (Label "
+                            "Studio's own task id is not an item id); label tasks that learnloss query wrote")
+            continue
+        row = _row(entry.where, entry.ident, entry.path, chosen[0], problems)
+        rows.extend([row] if row else [])
+    return rows, skipped
+
+
+def _delimiter_hint(text: str) -> str | None:
+    """The problem to report when the header of the CSV ``text`` has the needed columns once split on ``;`` or
+    tabs (a spreadsheet's regional setting, or Label Studio's TSV export), else ``None``."""
+    first = next((line for line in io.StringIO(text, newline="") if line.strip()), "").rstrip("\r\n")
+    for delimiter, shown in ((";", "';'"), ("\t", "tabs")):
+        if delimiter not in first:
+            continue
+        try:
+            names = {name.strip().lower() for name in next(csv.reader([first], delimiter=delimiter), [])}
+        except csv.Error:
+            continue
+        if "annotation_id" in names and {"learnloss_id", "path"} & names:
+            return (f"header: the file seems to be separated by {shown}, not ',' (Label Studio's TSV export); "
+                    "export the project from Label Studio as CSV or JSON-MIN instead")
+        if "label" in names and {"id", "learnloss_id", "path"} & names:
+            return f"header: the file seems to be separated by {shown}, not ','; {_COMMAS_HINT}"
+    return None
+
+
+def _csv_header_problem(header: list[str], text: str) -> str | None:
+    """What is wrong with the ``header`` of a CSV label file (with a hint when another delimiter would fix it)."""
+    if "annotation_id" in header:  # Label Studio's CSV export: `label` is missing while no task has a choice
+        if not {"learnloss_id", "path"} & set(header):
+            return (f"header: Label Studio's CSV export needs the tasks' 'learnloss_id' or 'path' column, found "
+                    f"{header}; export a project whose tasks learnloss query wrote (query-N.labelstudio.json)")
+    elif "label" not in header or not {"id", "learnloss_id", "path"} & set(header):
+        return _delimiter_hint(text) or (f"header: needs a 'label' column and an 'id' or 'path' column, found "
+                                         f"{header}")
+    if len(set(header)) != len(header):
+        return f"header: repeated column names {header}"
+    return None
+
+
+def _parse_csv(text: str, problems: list[str]) -> tuple[str, list[LabelRow], list[str]]:
+    """The format (``csv`` or ``labelstudio-csv``), rows and skipped tasks of the CSV ``text``."""
     header: list[str] | None = None
     rows: list[LabelRow] = []
+    entries: list[_StudioEntry] = []  # the rows of Label Studio's CSV export
     number = 0
     try:
         for number, cells in csv_records(text, strict=True):
@@ -136,12 +321,10 @@ def _parse_csv(text: str, problems: list[str]) -> list[LabelRow]:
                 continue
             if header is None:
                 header = [name.strip().lower() for name in cells]
-                if "label" not in header or not {"id", "path"} & set(header):
-                    problems.append(f"header: needs a 'label' column and an 'id' or 'path' column, found {header}")
-                    return []
-                if len(set(header)) != len(header):
-                    problems.append(f"header: repeated column names {header}")
-                    return []
+                problem = _csv_header_problem(header, text)
+                if problem:
+                    problems.append(problem)
+                    return "csv", [], []
                 continue
             where = f"row {number}"
             if len(cells) != len(header):
@@ -149,57 +332,79 @@ def _parse_csv(text: str, problems: list[str]) -> list[LabelRow]:
                                 "header")
                 continue
             record = {key: unescape_cell(value.strip()) for key, value in zip(header, cells)}  # undo the escaping
-            row = _row(where, record.get("id"), record.get("path"), record["label"], problems)
+            if "annotation_id" in header:
+                entry = _studio_entry(where, record, problems, cell=True)
+                entries.extend([entry] if entry else [])
+                continue
+            ident = record["learnloss_id"] if "learnloss_id" in record else record.get("id")
+            row = _row(where, ident, record.get("path"), record["label"], problems)
             if row is not None:
                 rows.append(row)
     except csv.Error as error:
-        problems.append(f"{'header' if header is None else f'row {number + 1}'}: malformed CSV ({error})")
+        problems.append((_delimiter_hint(text) if header is None else None)
+                        or f"{'header' if header is None else f'row {number + 1}'}: malformed CSV ({error})")
     if header is None and not problems:
         problems.append("header: needs a 'label' column and an 'id' or 'path' column, found nothing")
-    return rows
+    if header is not None and "annotation_id" in header:
+        if _CONTROL not in header:
+            _check_control(set(header), "header", problems)
+        studio_rows, skipped = _studio_rows(entries, problems)
+        return "labelstudio-csv", studio_rows, skipped
+    return "csv", rows, []
 
 
-def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) -> str | None:
+def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) -> tuple[str | None, str | None]:
+    """The single choice of a task of Label Studio's JSON export; else ``None`` and why the task is skipped (or
+    ``None, None`` after a problem). Cancelled annotations (skipped in Label Studio) do not count; the others
+    must agree."""
     chosen = set()
     annotations = task.get("annotations") or []
     if not isinstance(annotations, list):
         problems.append(f"{where}: 'annotations' must be a list")
-        return None
+        return None, None
+    if not annotations:
+        return None, "no annotation yet"
+    live = 0
     for annotation in annotations:
-        if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+        if not isinstance(annotation, dict):
+            problems.append(f"{where}: an annotation must be an object")
+            return None, None
+        if annotation.get("was_cancelled") or annotation.get("skipped"):
             continue
+        live += 1
         results = annotation.get("result") or []
         if not isinstance(results, list):
             problems.append(f"{where}: an annotation's 'result' must be a list")
-            return None
+            return None, None
         for result in results:
             value = result.get("value") if isinstance(result, dict) else None
             choices = value.get("choices") if isinstance(value, dict) else None
             if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], str):
                 problems.append(f"{where}: an annotation result is not a single choice")
-                return None
+                return None, None
             chosen.add(choices[0])
-    if not chosen:
-        problems.append(f"{where}: no annotation with a choice; export only annotated tasks, or annotate it")
-        return None
     if len(chosen) > 1:
         problems.append(f"{where}: its annotations disagree ({', '.join(sorted(chosen))}); resolve them first")
-        return None
-    return chosen.pop()
+        return None, None
+    if not chosen:
+        return None, "annotated without a choice" if live else "skipped in Label Studio (cancelled)"
+    return chosen.pop(), None
 
 
-def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow]]:
+def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow], list[str]]:
+    """The format (``json``, ``labelstudio`` or ``labelstudio-min``), rows and skipped tasks of the JSON
+    ``text``."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         problems.append(f"line {error.lineno}: malformed JSON ({error.msg})")
-        return "json", []
+        return "json", [], []
     except RecursionError:
         problems.append("malformed JSON: nested too deeply to be a label file")
-        return "json", []
+        return "json", [], []
     except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
         problems.append("malformed JSON: it holds a number with thousands of digits, which no label file needs")
-        return "json", []
+        return "json", [], []
     if isinstance(document, dict):
         for key in ("items", "labels"):  # query-N.json keeps its items under "items"
             if isinstance(document.get(key), list):
@@ -208,9 +413,12 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow]]:
     if not isinstance(document, list):
         problems.append("the JSON must be a list of labels (or of Label Studio tasks), or the query-N.json that "
                         "learnloss query wrote, with its labels filled in")
-        return "json", []
+        return "json", [], []
     studio = any(isinstance(entry, dict) and "annotations" in entry for entry in document)
-    rows = []
+    minimal = not studio and any(isinstance(entry, dict) and "annotation_id" in entry for entry in document)
+    rows: list[LabelRow] = []
+    skipped: list[str] = []
+    entries: list[_StudioEntry] = []  # of a JSON-MIN export
     for number, entry in enumerate(document, start=1):
         where = f"{'task' if studio else 'entry'} {number}"
         if not isinstance(entry, dict):
@@ -218,22 +426,33 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow]]:
             continue
         if studio:
             data: dict[str, Any] = entry["data"] if isinstance(entry.get("data"), dict) else {}
-            label = _label_studio_choice(entry, where, problems)
+            label, why = _label_studio_choice(entry, where, problems)
+            if why is not None:
+                skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: {why}")
             if label is not None:
                 row = _row(where, data.get("learnloss_id"), data.get("path"), label, problems)
                 rows.extend([row] if row else [])
+        elif minimal:
+            studio_entry = _studio_entry(where, entry, problems, cell=False)
+            entries.extend([studio_entry] if studio_entry else [])
         else:
-            ident = entry.get("id", entry.get("learnloss_id"))
+            ident = entry["learnloss_id"] if "learnloss_id" in entry else entry.get("id")
             row = _row(where, ident, entry.get("path"), entry.get("label"), problems)
             rows.extend([row] if row else [])
     if not document:
         problems.append("the file holds no labels")
-    return ("labelstudio" if studio else "json"), rows
+    if minimal:
+        if not any(isinstance(entry, dict) and _CONTROL in entry for entry in document):
+            _check_control({key for entry in document if isinstance(entry, dict) for key in entry}, "entries",
+                           problems)
+        rows, skipped = _studio_rows(entries, problems)
+        return "labelstudio-min", rows, skipped
+    return ("labelstudio" if studio else "json"), rows, skipped
 
 
-def parse_label_file(path: Path) -> tuple[str, list[LabelRow], str, list[str]]:
-    """Read ``path``: its format (``csv``, ``json`` or ``labelstudio``), its rows, its SHA-256 and the
-    problems found in the file itself (not yet checked against a project)."""
+def parse_label_file(path: Path) -> LabelFile:
+    """Read ``path``: its format (see the module docstring), its rows, its SHA-256, the problems found in the file
+    itself (not yet checked against a project) and the Label Studio tasks it leaves out, each with where and why."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -246,16 +465,16 @@ def parse_label_file(path: Path) -> tuple[str, list[LabelRow], str, list[str]]:
         line = data.count(b"\n", 0, error.start) + 1
         problems.append(f"line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
                         "save it as UTF-8")
-        return "unknown", [], digest, problems
+        return LabelFile("unknown", [], digest, problems, [])
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = _parse_csv(text, problems)
-        if not rows and not problems:
+        fmt, rows, skipped = _parse_csv(text, problems)
+        if not rows and not skipped and not problems:
             problems.append("the file holds no labels")
-        return "csv", rows, digest, problems
+        return LabelFile(fmt, rows, digest, problems, skipped)
     if suffix == ".json":
-        fmt, rows = _parse_json(text, problems)
-        return fmt, rows, digest, problems
+        fmt, rows, skipped = _parse_json(text, problems)
+        return LabelFile(fmt, rows, digest, problems, skipped)
     raise UsageError(f"{path}: unknown label file type {suffix or '(none)'}; use .csv or .json")
 
 
@@ -263,14 +482,32 @@ def parse_label_file(path: Path) -> tuple[str, list[LabelRow], str, list[str]]:
 
 
 def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) -> ImportSummary:
-    """Validate ``path`` against the project and apply it in one transaction (see the module docstring).
+    """Validate ``path`` against the project and apply it in one transaction (see the module docstring). The
+    tasks of a Label Studio export that are not labeled are left out and listed in the summary's ``skipped``.
 
     Raises:
         LabelFileError: the file has problems (all are listed); nothing was written.
         StoreBusyError: another process kept the project busy beyond the store's timeout.
     """
     path = Path(path)
-    fmt, rows, digest, problems = parse_label_file(path)
+    fmt, rows, digest, problems, skipped = parse_label_file(path)
+    return apply_label_rows(store, rows, path, digest, fmt, relabel=relabel, problems=problems, skipped=skipped)
+
+
+def apply_label_rows(
+    store: ProjectStore, rows: Sequence[LabelRow], path: Path, digest: str, fmt: str, relabel: bool = False,
+    problems: Sequence[str] = (), skipped: Sequence[str] = (),
+) -> ImportSummary:
+    """Validate ``rows`` against the project and apply them in one transaction, all or nothing: the second half of
+    :func:`import_labels`, for labels that come from elsewhere than a file (Label Studio's webhook). ``path`` (its
+    name) and ``digest`` are recorded as the labels' source, ``fmt`` as ``import:<fmt>``; ``problems`` already
+    found refuse the rows too; ``skipped`` is passed on to the summary.
+
+    Raises:
+        LabelFileError: ``problems`` or the rows' own (all are listed); nothing was written.
+        StoreBusyError: another process kept the project busy beyond the store's timeout.
+    """
+    problems = list(problems)
     with store.transaction() as db:  # validate inside the write lock: no other import can interleave
         by_id = dict(store.items(db=db))
         by_path: dict[str, int] = {}
@@ -330,4 +567,4 @@ def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) 
         if new:
             import_id = store.add_import(db, path.name, digest, fmt, len(rows))
             store.add_labels(db, new, import_id=import_id)
-    return ImportSummary(path.name, len(new) - relabels, relabels, unchanged)
+    return ImportSummary(path.name, len(new) - relabels, relabels, unchanged, tuple(skipped))

@@ -92,6 +92,7 @@ class BaalBALD(BaalStrategy):
     """Baal's BALD: mutual information between the prediction and the model posterior (Houlsby et al. 2011)."""
 
     name = "baal-bald"
+    score_meaning = "BALD mutual information over MC-dropout passes (Baal): higher = the passes disagree more"
     heuristic = "BALD"
 
 
@@ -99,4 +100,5 @@ class BaalEntropy(BaalStrategy):
     """Baal's entropy of the MC-averaged prediction."""
 
     name = "baal-entropy"
+    score_meaning = "entropy of the MC-dropout-averaged prediction (Baal): higher = less certain"
     heuristic = "Entropy"

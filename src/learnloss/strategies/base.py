@@ -53,6 +53,14 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     needs: frozenset[Need] = frozenset()
+    score_meaning: ClassVar[str] = ""
+    """What the strategy's score of one item means, for people reading it (a query file's header, a Label Studio
+    prediction); empty when the strategy picks a set and scores no item on its own (``random``, ``core-set``)."""
+
+    @property
+    def describes_score(self) -> str:
+        """:attr:`score_meaning` of this strategy, or of the strategy it wraps (read it from an instance)."""
+        return self.score_meaning
 
     @property
     def training_stages(self) -> tuple[str, ...]:
@@ -112,6 +120,8 @@ class ScoreStrategy(Strategy):
     tie-break and the check for non-finite scores; a subclass implements only :meth:`score`.
     """
 
+    score_meaning = "higher = queried first"
+
     @abstractmethod
     def score(self, batch: BatchOutputs) -> torch.Tensor:
         """Informativeness of each sample of the batch, ``(B,)``; higher is queried first."""
@@ -157,6 +167,10 @@ class WrapperStrategy(Strategy):
 
     def collect(self, batch: BatchOutputs) -> dict[str, torch.Tensor]:
         return self.inner.collect(batch)
+
+    @property
+    def describes_score(self) -> str:
+        return self.inner.describes_score
 
 
 def check_finite(strategy: str, candidates: np.ndarray, scores: np.ndarray) -> None:

@@ -16,6 +16,8 @@ class LearningLossStrategy(ScoreStrategy):
     """
 
     name = "learning-loss"
+    score_meaning = ("predicted loss of the loss prediction module: higher = more likely wrong; the scale is arbitrary and may "
+                     "be negative, only the order matters")
     needs = frozenset({Need.LPM_SCORES})
 
     def score(self, batch: BatchOutputs) -> torch.Tensor:
@@ -27,6 +29,7 @@ class TrueLoss(ScoreStrategy):
     truth, so it exists only in simulation."""
 
     name = "true-loss"
+    score_meaning = "the model's true loss on the item (an oracle, for simulations): higher = more wrong"
     needs = frozenset({Need.TRUE_LOSSES})
 
     def score(self, batch: BatchOutputs) -> torch.Tensor:

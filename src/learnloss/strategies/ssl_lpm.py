@@ -48,6 +48,8 @@ class SSLLPM(Strategy):
     """
 
     name = "ssl-lpm"
+    score_meaning = ("predicted loss of the loss prediction module: higher = more likely wrong; the scale is arbitrary and may "
+                     "be negative, only the order matters")
     needs = frozenset({Need.LPM_SCORES, Need.EMBEDDINGS})
 
     def __init__(self, semi: bool = True, cluster: bool = True, ratio: float = 10.0,

@@ -33,6 +33,7 @@ class Entropy(UncertaintyStrategy):
     """Predictive entropy ``-Σ_k p_k log p_k``."""
 
     name = "entropy"
+    score_meaning = "entropy of the predicted class probabilities, in nats: higher = less certain"
 
     @staticmethod
     def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
@@ -43,6 +44,7 @@ class LeastConfidence(UncertaintyStrategy):
     """One minus the probability of the predicted class."""
 
     name = "least-confidence"
+    score_meaning = "1 - the probability of the predicted class: higher = less certain"
 
     @staticmethod
     def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,8 @@ class Margin(UncertaintyStrategy):
     """Negative gap between the two most probable classes (a small gap is uncertain)."""
 
     name = "margin"
+    score_meaning = ("second-highest minus highest class probability (from -1 to 0): higher = a closer call "
+                     "between the top two classes")
 
     @staticmethod
     def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
