@@ -59,3 +59,15 @@ def init_grey_project(tmp_path: Path) -> tuple[int, np.random.Generator]:
     code = main(["init", str(tmp_path / "proj"), "--images", str(root), "--classes", "a,b", "--labels", str(seed),
                  "--image-size", "8", "--epochs", "2"])
     return code, rng
+
+
+def store_snapshot(store) -> list[list[tuple]]:
+    """Every row of a project store's labels, imports and queries: compare before and after a refused write."""
+    return [list(store.db.execute(f"SELECT * FROM {table} ORDER BY 1")) for table in ("labels", "imports", "queries")]
+
+
+def write_file(folder: Path, name: str, content: str | bytes) -> Path:
+    """``content`` (text as UTF-8) written to ``folder/name``; its path."""
+    path = folder / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path

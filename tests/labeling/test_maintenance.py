@@ -130,7 +130,7 @@ def test_doctor_fixes_leftovers_reports_bad_items_and_never_touches_what_is_outs
     orphan = checkpoints / "cycle-0-old.pt"
     orphan.write_bytes(b"left behind")
     leftover = project / "exports" / ".query-0.csv.ab12cd_9.tmp"
-    leftover.parent.mkdir()
+    leftover.parent.mkdir(exist_ok=True)  # init wrote exports/labelstudio-config.xml
     leftover.write_text("half")
     _old(leftover)
     fresh = project / ".learnloss.db.zz99yy00.tmp"

@@ -26,6 +26,19 @@ CLASSES = ("red", "green", "blue")
 START_TIMEOUT = float(os.environ.get("LEARNLOSS_LABEL_STUDIO_TIMEOUT", 300))
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started with ``start_new_session=True`` and everything it started (its process group), by
+    PID: SIGTERM, then SIGKILL after 20 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -111,22 +124,15 @@ class LabelStudio:
 
     def stop(self) -> None:
         """Stop the server and everything it started (its process group), by PID."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+        if self.process is not None:
+            stop_process(self.process)
 
 
-def start(binary: Path, folder: Path) -> LabelStudio:
+def start(binary: Path, folder: Path, timeout: float = START_TIMEOUT) -> LabelStudio:
     """Start Label Studio on a free port of 127.0.0.1 with its data in ``folder``; wait until it answers.
 
     Raises:
-        AssertionError: it exited or did not answer within :data:`START_TIMEOUT` seconds (the log's tail says why);
+        AssertionError: it exited or did not answer within ``timeout`` seconds (the log's tail says why);
             the process is stopped first.
     """
     port = free_port()
@@ -152,7 +158,7 @@ def start(binary: Path, folder: Path) -> LabelStudio:
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True,
         )
     server = LabelStudio(f"http://127.0.0.1:{port}", token, document_root, log, process)
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"Label Studio exited with {process.returncode} before answering; its log ends:\n"
@@ -164,7 +170,7 @@ def start(binary: Path, folder: Path) -> LabelStudio:
             pass
         time.sleep(2)
     server.stop()
-    raise AssertionError(f"Label Studio did not answer within {START_TIMEOUT:.0f} s; its log ends:\n"
+    raise AssertionError(f"Label Studio did not answer within {timeout:.0f} s; its log ends:\n"
                          + log.read_text(errors="replace")[-3000:])
 
 

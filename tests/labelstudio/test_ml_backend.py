@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from lsclient import CLASSES, HTTPFailure, free_port, make_images, request
+from lsclient import CLASSES, HTTPFailure, free_port, make_images, request, stop_process
 
 from learnloss.cli.main import main
 from learnloss.project.store import ProjectStore
@@ -67,13 +66,7 @@ def served(label_studio, tmp_path_factory):
         assert health["model_version"] == "learnloss-cycle-0"
         yield project, images, truth, url, log
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_process(process)
 
 
 def test_label_studio_gets_scored_predictions_and_sends_labels_back(label_studio, served):

@@ -11,16 +11,10 @@ from hypothesis import strategies as st
 
 from learnloss.project.importer import LabelFileError, import_labels
 from learnloss.project.store import LabelRecord
+from tests_support import store_snapshot, write_file
 
 
-def _snapshot(store):
-    return [list(store.db.execute(f"SELECT * FROM {table} ORDER BY 1")) for table in ("labels", "imports", "queries")]
-
-
-def _write(tmp_path, name, content):
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    return path
+_snapshot, _write = store_snapshot, write_file
 
 
 def test_csv_by_id_and_by_path(store, tmp_path):

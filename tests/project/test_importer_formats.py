@@ -27,19 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from learnloss.errors import LearnLossError, UsageError
-from learnloss.project.exports import label_studio_config, read_table
+from learnloss.project.exports import read_table
+from learnloss.project.labelstudio import label_studio_config
 from learnloss.project.importer import LabelFileError, ImportSummary, import_labels, parse_label_file
 from learnloss.project.store import LabelRecord
+from tests_support import store_snapshot, write_file
 
 
-def _snapshot(store):
-    return [list(store.db.execute(f"SELECT * FROM {table} ORDER BY 1")) for table in ("labels", "imports", "queries")]
-
-
-def _write(tmp_path, name, content):
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    return path
+_snapshot, _write = store_snapshot, write_file
 
 
 _DAY1, _DAY2 = "2024-05-01T10:00:00.000000Z", "2024-05-02T10:00:00.000000Z"

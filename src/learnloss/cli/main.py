@@ -539,7 +539,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"colour: {counts['color']} ({counts['converted']} image(s) converted)")
     for line in counts["skipped"]:
         print(f"  skipped {line}")
-    _print_label_studio(counts["label_studio"])
+    _print_label_studio(counts["label_studio"], args.project / "exports" / "labelstudio-config.xml")
     return 0
 
 
@@ -613,8 +613,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print("  1. start Label Studio with ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false (it refuses a model "
           "and its webhook on a local address otherwise), besides the local-files settings of learnloss init")
     print(f"  2. in the Label Studio project: Settings → Model → Connect Model, URL {url}"
-          + (", Authentication: Basic Auth, any user, the token as password" if token else ""))
-    print("  3. Data Manager → select tasks → Retrieve Predictions; sort by Prediction score, descending")
+          + (", Authentication: Basic Auth, any user name, the token as password; then Settings → Webhooks: give "
+             "the webhook Label Studio made for the model the header Authorization: Bearer <token>" if token else ""))
+    print("  3. Data Manager → select tasks → Actions → Retrieve Predictions; sort by Prediction score, descending")
     sys.stdout.flush()
     run_server(backend, args.host, args.port, token)
     return 0

@@ -137,6 +137,7 @@ class LabelStudioBackend:
         build_strategy(self._strategy_name)  # an unknown strategy fails before the server starts
         self._model: _Model | None = None
         self._model_lock = threading.Lock()
+        self._score_lock = threading.Lock()  # the taps of one model hold one batch's features: one pass at a time
         self._train_lock = threading.Lock()
         self._trainer: threading.Thread | None = None
         self.last_training_error: str | None = None
@@ -306,7 +307,8 @@ class LabelStudioBackend:
             log.warning("task %s names no item of %s; no prediction", tasks[unknown].get("id"), self.project)
         for start in range(0, len(known), _CHUNK):
             chunk = known[start:start + _CHUNK]
-            predictions, confidences, scores = self._score(model, [str(paths[i]) for i in chunk])
+            with self._score_lock:
+                predictions, confidences, scores = self._score(model, [str(paths[i]) for i in chunk])
             for i, prediction, confidence, score in zip(chunk, predictions, confidences, scores):
                 result = {"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
                           "value": {"choices": [prediction]}}

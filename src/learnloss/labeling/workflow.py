@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from learnloss.active.oracle import HumanOracle
+from learnloss.atomic import atomic_write
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header, read_images
 from learnloss.errors import LearnLossError, UsageError
@@ -31,7 +32,7 @@ from learnloss.project.exports import (
     QueriedItem, file_sha256, read_table, unescape_cell, write_csv, write_json, write_query_batch,
 )
 from learnloss.project.importer import import_labels
-from learnloss.project.labelstudio import LabelStudioSetup
+from learnloss.project.labelstudio import LabelStudioSetup, label_studio_config
 from learnloss.project.paths import AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 from learnloss.runs.builder import build_loop
@@ -282,6 +283,8 @@ def init_project(
     ``ls_url_prefix`` (:meth:`LabelStudioSetup.for_project <learnloss.project.labelstudio.LabelStudioSetup.for_project>`;
     by default the data root's parent is Label Studio's document root), for the tasks every query writes.
 
+    The Label Studio labeling configuration is written to ``exports/labelstudio-config.xml`` at once.
+
     Returns the store's counts (``pool``, ``test``, ``labeled``, …), ``color`` (``'grey'`` or ``'rgb'``),
     ``converted`` (how many images are read in the other mode than their own), ``label_studio`` (the setup) and
     ``skipped`` (tasks of a Label Studio ``labels`` export left out: cancelled or without a choice).
@@ -327,6 +330,11 @@ def init_project(
                 store.set_meta("settings", spec.to_dict(), db)
                 store.set_meta("color", mode, db)
                 store.set_meta("label_studio", label_studio.to_meta(), db)
+                config = staging / "exports" / "labelstudio-config.xml"
+                config.parent.mkdir()
+                with atomic_write(config) as handle:
+                    handle.write(label_studio_config(names))
+                store.set_meta("exports", {config.name: file_sha256(config)}, db)
                 store.add_classes(db, names)
                 _register(store, db, entries, {name: name for name in names}, "init")
             skipped: tuple[str, ...] = ()
