@@ -11,8 +11,9 @@ The JSON-MIN and CSV texts below are byte for byte what Label Studio 1.23.2's co
 * task 5 (learnloss_id 6): an annotation without a choice (its ``score`` is ``null``);
 * task 6 (learnloss_id 7, ``test/0.png``): ``bird``.
 
-Set ``LEARNLOSS_LABEL_STUDIO_PYTHON`` to the Python of an environment with Label Studio to also convert tasks
-with Label Studio's own converter and import what it writes.
+Where Label Studio is installed (``.lsvenv``, as the README's test command makes it, or the Python that
+``LEARNLOSS_LABEL_STUDIO_PYTHON`` names) the tasks are also converted with Label Studio's own converter and what it
+writes is imported.
 """
 
 from __future__ import annotations
@@ -323,7 +324,9 @@ def test_fuzz_bit_flips_of_an_export_import_exactly_its_labels_or_change_nothing
     assert store.current_labels() == expected and summary.added == len(expected) - 1 and summary.relabeled == 0
 
 
-_LABEL_STUDIO = os.environ.get("LEARNLOSS_LABEL_STUDIO_PYTHON")
+_LSVENV_PYTHON = Path(__file__).resolve().parents[2] / ".lsvenv" / "bin" / "python"
+_LABEL_STUDIO = os.environ.get("LEARNLOSS_LABEL_STUDIO_PYTHON") or (str(_LSVENV_PYTHON) if _LSVENV_PYTHON.exists()
+                                                                   else None)
 _CONVERT = """
 import sys
 from label_studio_sdk.converter import Converter
@@ -333,7 +336,8 @@ converter.convert(sys.argv[2], sys.argv[3] + "/csv", "CSV", is_dir=False)
 """
 
 
-@pytest.mark.skipif(not _LABEL_STUDIO, reason="set LEARNLOSS_LABEL_STUDIO_PYTHON to a Python with Label Studio")
+@pytest.mark.skipif(not _LABEL_STUDIO, reason="no Label Studio: run the README's test command (.lsvenv) or set "
+                    "LEARNLOSS_LABEL_STUDIO_PYTHON")
 def test_what_label_studios_own_converter_writes_imports(store, tmp_path):
     config = _write(tmp_path, "labelstudio-config.xml", label_studio_config(store.classes()))
     full = _write(tmp_path, "full.json", json.dumps(FULL))
