@@ -13,7 +13,7 @@ from learnloss.data.split import stratified_split
 from learnloss.errors import UnknownNameError
 
 NAMES = ["cifar10", "cifar100", "diabetes",
-    "digits", "fashion-mnist", "fashion-mnist-lt", "imagefolder", "mnist", "npz", "tiny-imagenet"]
+    "digits", "fashion-mnist", "fashion-mnist-lt", "imagefolder", "mnist", "npy", "npz", "tiny-imagenet"]
 
 
 def test_available_datasets() -> None:

@@ -122,7 +122,8 @@ def test_an_import_killed_at_random_moments_applies_all_or_nothing(tmp_path):
             break
         process = _learnloss("label", str(tmp_path / "proj"), str(files[n]))
         time.sleep(rng.uniform(0.5, 3.0))
-        if process.poll() is None:
+        # every fourth attempt runs to the end, so that the imports progress on a busy machine too
+        if attempt % 4 != 3 and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait()

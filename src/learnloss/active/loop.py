@@ -3,6 +3,23 @@
 Cycle ``c`` trains on the labeled set, evaluates on the test split (accuracy, and the LPM's ranking accuracy
 and Spearman correlation on test pairs — Yoo & Kweon, CVPR 2019, Sec. 4.1), then, except after the last
 cycle, scores a random subset of ``M`` unlabeled samples and labels the top ``K`` chosen by the strategy.
+
+Distributed (``torchrun``, :mod:`learnloss.distributed`): every rank builds the same loop from the same seed and
+takes every step; only the work is shared. Training runs under DistributedDataParallel, each rank on its share of
+the labeled samples (:mod:`learnloss.training.stages`), and rank 0's weights, BatchNorm statistics and random
+streams are copied to every rank after each stage, so the ranks never drift apart. Every pass over many samples —
+the evaluation, the scoring of the candidates, the labeled embeddings — is dealt out batch by batch
+(:mod:`learnloss.inference.sharded`): each sample is computed in the very batch it has in one process, the kept
+values are gathered in the original candidate order, and every rank runs the strategy's selection on all of them,
+with the same random streams — the selection one process makes for the same weights. A plain score strategy
+(:class:`~learnloss.strategies.base.ScoreStrategy`) gathers only each rank's top ``K`` (and any non-finite score):
+ordered by score, ties by candidate order, the global top ``K`` is among them, so the merge picks exactly what one
+process picks. The evaluation gathers each test batch's outputs and updates the metrics batch by batch in order,
+as one process does. A strategy that draws random numbers in its own passes (MC dropout, :attr:`Need.INPUTS`)
+scores every candidate on every rank, since its masks depend on the batch order. Rank 0's selection is broadcast
+and kept by all. Only rank 0 records steps in the journal (the store, the checkpoints); the others learn how each
+record went, so a failure there stops every rank with rank 0's message, and a resumed run's state is sent from
+rank 0 to the others.
 """
 
 from __future__ import annotations
@@ -24,13 +41,16 @@ from learnloss.active.oracle import GroundTruthOracle, Oracle
 from learnloss.active.pool import Pool
 from learnloss.data.batches import ArrayBatches
 from learnloss.data.dataset import Dataset
+from learnloss.data.source import Inputs
+from learnloss.distributed import Distributed, current
 from learnloss.errors import BudgetError, LearnLossError, UsageError
 from learnloss.inference import BatchOutputs, ModelView, Need, stream
 from learnloss.inference.precision import Precision
+from learnloss.inference.sharded import Shard, gather_shards, stream_shard, stream_sharded
 from learnloss.lpm.attach import attach
 from learnloss.lpm.taps import FeatureTaps
 from learnloss.metrics import ranking_accuracy, spearman
-from learnloss.strategies.base import QueryContext, Strategy
+from learnloss.strategies.base import QueryContext, ScoreStrategy, Strategy
 from learnloss.tasks import build_task
 from learnloss.tasks.base import Task
 from learnloss.training.stages import CycleData, JointTraining, Stage
@@ -210,6 +230,12 @@ class ActiveLearningLoop:
         progress: show progress bars.
         stages: the cycle's training stages, in order (default: :class:`JointTraining` with ``train``).
         precision: autocast dtype and memory format of every pass.
+        dist: this process's rank in a distributed run (default: :func:`learnloss.distributed.current`, one process
+            unless a process group is initialised); see the module docstring.
+
+    A model already wrapped in ``DistributedDataParallel`` (or ``DataParallel``) is unwrapped: the loop wraps it
+    itself while it trains, and its checkpoints hold the inner module's names. Layer names given with the wrapper's
+    ``module.`` prefix (``module.layer3``) are read without it.
     """
 
     def __init__(
@@ -225,17 +251,21 @@ class ActiveLearningLoop:
         progress: bool = False,
         stages: Sequence[Stage] | None = None,
         precision: Precision | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         loop.validate(dataset.x_train.shape[0])
+        self.dist = dist if dist is not None else current()
         self.dataset, self.strategy, self.loop, self.train_config = dataset, strategy, loop, train
         self.task = task or build_task(dataset.task)
         self.oracle: Oracle = oracle or GroundTruthOracle(dataset.y_train)
         check_oracle(strategy, self.oracle)  # before the model is even moved: nothing trains for a refused query
-        self.device = torch.device(device)
+        self.device = self.dist.device(torch.device(device))
         precision = precision or Precision()
         precision.check(self.device)
         self.pool = Pool(dataset.x_train.shape[0], self.task, dataset.y_train)
         self.stages: list[Stage] = list(stages) if stages is not None else [JointTraining(train, progress=progress)]
+        model, loop = _unwrapped(model, loop)
+        self.loop = loop
         model = precision.prepare_model(model.to(self.device))
         example = dataset.to_float(dataset.x_train[:2]).to(self.device)
         wants_lpm = loop.attach_lpm if loop.attach_lpm is not None else Need.LPM_SCORES in strategy.needs
@@ -265,7 +295,7 @@ class ActiveLearningLoop:
         """What the training stages of this cycle read: the pool's labeled and unlabeled samples, whether a query
         follows, and the labeled samples the target model leaves out (``easy``)."""
         data = CycleData(self.dataset, self.pool.targets, self.pool.labeled_indices, self.pool.unlabeled_indices,
-                         self.device, self._generator, query=query)
+                         self.device, self._generator, query=query, dist=self.dist)
         return data if easy is None else dataclasses.replace(data, easy=easy)
 
     def easiest_labeled(self) -> np.ndarray:
@@ -275,13 +305,52 @@ class ActiveLearningLoop:
         count = int(fraction * len(labeled))
         if count == 0 or not self._trained:
             return np.empty(0, dtype=np.int64)
-        order, values = stream(self.view, self.eval_batches(self.dataset.x_train, self.pool.targets, labeled),
-                               lambda batch: {"loss": batch.true_losses})
+        order, values = self._stream(self.eval_batches(self.dataset.x_train, self.pool.targets, labeled),
+                                     lambda batch: {"loss": batch.true_losses}, "the labeled losses")
         return np.sort(order[np.argsort(values["loss"], kind="stable")[:count]])
 
-    def eval_batches(self, x: torch.Tensor, y: torch.Tensor | None, indices: np.ndarray) -> ArrayBatches:
+    def eval_batches(self, x: Inputs, y: torch.Tensor | None, indices: np.ndarray) -> ArrayBatches:
         """Batches for scoring and evaluation: in order, never augmented (docs/pitfalls.md §6)."""
         return ArrayBatches(x, y, indices, self.loop.eval_batch_size, self.dataset.to_float, self.device)
+
+    def _stream(self, batches: ArrayBatches, collect: Callable[[BatchOutputs], dict[str, torch.Tensor]],
+                what: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A pass over ``batches``, sharded over the ranks of a distributed run and gathered in order (what
+        :func:`~learnloss.inference.stream` returns in one process)."""
+        return stream_sharded(self.view, batches, collect, self.dist, what)
+
+    # ------------------------------------------------------------------------------------------ distributed
+
+    def _record(self, record: Callable[[], None], what: str) -> None:
+        """Record a step (rank 0: in its journal); every rank learns whether it went, and fails with rank 0."""
+        self.dist.on_main(record, f"rank 0 {what}")
+
+    def _synchronise(self, what: str) -> None:
+        """Copy rank 0's weights, buffers (BatchNorm statistics) and training random streams to every rank: after
+        DistributedDataParallel the parameters agree but each rank's BatchNorm statistics saw its own batches."""
+        if not self.dist.active:
+            return
+        for module in self.view.modules():
+            self.dist.broadcast_module_(module, what)
+        states = self.dist.broadcast((self._generator.get_state(), torch.get_rng_state()), what)
+        self._generator.set_state(states[0])
+        torch.set_rng_state(states[1])
+
+    def _plain_top_k(self, strategy: Strategy, measure: bool) -> bool:
+        """Whether a distributed query may gather only each rank's top ``K``: a strategy that ranks by its score
+        alone (``ScoreStrategy``'s own ``collect`` and ``select``) and no diagnostic that needs every candidate."""
+        kind = type(strategy)
+        return (self.dist.active and not measure and isinstance(strategy, ScoreStrategy)
+                and kind.select is ScoreStrategy.select and kind.collect is ScoreStrategy.collect)
+
+    def _top_k_shard(self, shard: Shard, k: int) -> Shard:
+        """The ``k`` best candidates of a rank's shard by score, ties by candidate order (as
+        :func:`~learnloss.strategies.base.top_k` orders them), in candidate order, with every non-finite score
+        (so the selection refuses them on every rank)."""
+        scores = shard.values.get("score", np.empty(0))
+        finite = np.flatnonzero(np.isfinite(scores))
+        best = finite[np.lexsort((shard.positions[finite], -scores[finite]))[:k]]
+        return shard.take(np.sort(np.concatenate([best, np.flatnonzero(~np.isfinite(scores))])))
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -301,13 +370,26 @@ class ActiveLearningLoop:
             return {name: math.nan for name in self.task.metrics}, None, None
         metrics = self.task.new_metrics()
         has_lpm = self.view.learning_loss is not None
+        sharded = self.dist.active
+        outputs: list[tuple[int, Any, torch.Tensor]] = []  # distributed: (first test index, output, targets) per batch
 
         def collect(batch: BatchOutputs) -> dict[str, torch.Tensor]:
-            for metric in metrics.values():
-                metric.update(batch.output, batch.targets)
+            if sharded:
+                assert batch.targets is not None  # the test split has its targets
+                outputs.append((int(batch.indices[0]), _to_device(batch.output, torch.device("cpu")),
+                                batch.targets.cpu()))
+            else:
+                for metric in metrics.values():
+                    metric.update(batch.output, batch.targets)
             return {"loss": batch.true_losses, "predicted": batch.lpm_scores} if has_lpm else {}
 
-        _, values = stream(self.view, self.eval_batches(data.x_test, data.y_test, np.arange(len(data.y_test))), collect)
+        _, values = self._stream(self.eval_batches(data.x_test, data.y_test, np.arange(len(data.y_test))), collect,
+                                 "the evaluation")
+        if sharded:  # the metrics see every batch, in order, as in one process
+            gathered = self.dist.all_gather(outputs, "gathering the evaluation's outputs")
+            for _, output, targets in sorted((entry for part in gathered for entry in part), key=lambda e: e[0]):
+                for metric in metrics.values():
+                    metric.update(_to_device(output, self.device), targets.to(self.device))
         scores = {name: metric.compute() for name, metric in metrics.items()}
         if not has_lpm:
             return scores, None, None
@@ -353,20 +435,29 @@ class ActiveLearningLoop:
                     kept = {**kept, _PREDICTED: batch.lpm_scores, _TRUE: batch.true_losses}
                 return kept
 
+            batches = self.eval_batches(x, targets, candidates)
             with strategy.scoring(self.view, context):
-                candidates, values = stream(self.view, self.eval_batches(x, targets, candidates), collect)
+                if Need.INPUTS in strategy.needs:  # its own random passes depend on the batch order: not sharded
+                    candidates, values = stream(self.view, batches, collect)
+                elif self._plain_top_k(strategy, measure):  # each rank's top k holds the global top k
+                    shard = self._top_k_shard(stream_shard(self.view, batches, collect, self.dist), k)
+                    candidates, values = gather_shards(self.dist.all_gather(shard, "gathering the top candidates"))
+                else:
+                    candidates, values = self._stream(batches, collect, "the candidates' scores")
             if measure and len(candidates) > 1:
                 predicted, true = values.pop(_PREDICTED), values.pop(_TRUE)
                 ranking = ranking_accuracy(predicted, true), spearman(predicted, true)
         if Need.LABELED_EMBEDDINGS in strategy.needs:
-            _, labeled = stream(self.view, self.eval_batches(x, None, self.pool.labeled_indices),
-                                lambda batch: {"embedding": batch.embeddings})
+            _, labeled = self._stream(self.eval_batches(x, None, self.pool.labeled_indices),
+                                      lambda batch: {"embedding": batch.embeddings}, "the labeled embeddings")
             context.labeled_embeddings = labeled["embedding"]
         selected = strategy.query(candidates, values, k, context)
         scores = None
         if "score" in values:
             position = {int(index): i for i, index in enumerate(candidates)}
             scores = np.asarray([values["score"][position[int(i)]] for i in selected], dtype=np.float64)
+        if self.dist.active:  # every rank selected the same; rank 0's is kept by all, whatever the arithmetic did
+            selected, scores = self.dist.broadcast((selected, scores), "sharing the selection")
         return QueryBatch(selected, scores, self.predict, *ranking)
 
     def predict(self, indices: np.ndarray) -> tuple[list[Any], list[float | None]]:
@@ -479,6 +570,7 @@ class ActiveLearningLoop:
         data = self.cycle_data(query, easy)  # the pool does not change while a cycle trains
         for stage in self.stages:
             stage.run(self.view, data)
+            self._synchronise(f"sharing rank 0's weights after the {stage.name} stage")
         self._trained = True
         train_seconds = time.perf_counter() - start
         metrics, rank_accuracy, rho = self.evaluate()
@@ -490,16 +582,38 @@ class ActiveLearningLoop:
     def begin(self, journal: LoopJournal | None = None) -> ResumePoint:
         """Where the run stands: the journal's last recorded step, or — for a run never started — the initial
         random labeled set, labeled by the oracle and recorded."""
-        point = journal.resume(self) if journal is not None else None
+        point = self._resume(journal) if self.dist.active else journal.resume(self) if journal is not None else None
         if point is not None:
             return point
         initial = self._initial_rng.choice(len(self.pool), size=self.loop.initial, replace=False)
         targets = self.label(initial, 0)
         if targets is None:
             raise UsageError("the initial labeled set needs an oracle that answers at once; label it first")
-        if journal is not None:
-            journal.labeled(initial, targets)
+        if journal is not None or self.dist.active:
+            self._record(lambda: journal.labeled(initial, targets) if journal is not None else None,
+                         "recording the initial labels")
         return ResumePoint()
+
+    def _resume(self, journal: LoopJournal | None) -> ResumePoint | None:
+        """A distributed :meth:`begin`'s resume: rank 0 (whose journal it is) resumes, then sends the other ranks
+        where it stands — the resume point, the weights and random streams, the pool — and they take it up."""
+
+        def resume() -> tuple[ResumePoint, dict[str, Any], torch.Tensor, np.ndarray, bool] | None:
+            point = journal.resume(self) if journal is not None else None
+            if point is None:
+                return None
+            return point, self.snapshot(), self.pool.targets, self.pool.labeled_at, self._trained
+
+        state = self.dist.from_main(resume, "rank 0 resuming the run from its journal")
+        if state is None:
+            return None
+        point, snapshot, targets, labeled_at, trained = state
+        if not self.dist.is_main:
+            self.restore(snapshot)
+            self.pool.targets.copy_(targets)
+            self.pool.labeled_at[:] = labeled_at
+            self._trained = trained
+        return point
 
     def step(self, cycle: int, journal: LoopJournal | None = None, trained: CycleResult | None = None,
              query: bool = True) -> CycleResult:
@@ -510,8 +624,9 @@ class ActiveLearningLoop:
             result = trained
         else:
             result = self.train_cycle(cycle, query)
-            if journal is not None:
-                journal.trained(result, self.snapshot())
+            if journal is not None or self.dist.active:
+                self._record(lambda: journal.trained(result, self.snapshot()) if journal is not None else None,
+                             f"recording cycle {cycle}'s training")
         if query:
             start = time.perf_counter()
             batch = self.query_batch(self.loop.query)
@@ -520,8 +635,9 @@ class ActiveLearningLoop:
             result.query_seconds = time.perf_counter() - start
             result.candidate_ranking_accuracy = batch.candidate_ranking_accuracy
             result.candidate_spearman = batch.candidate_spearman
-            if journal is not None:
-                journal.queried(result, batch, targets, self.snapshot())
+            if journal is not None or self.dist.active:
+                self._record(lambda: journal.queried(result, batch, targets, self.snapshot())
+                             if journal is not None else None, f"recording cycle {cycle}'s query")
         return result
 
     def run(
@@ -551,6 +667,37 @@ class ResumePoint:
 
     results: list[CycleResult] = field(default_factory=list)
     trained: CycleResult | None = None
+
+
+def _unwrapped(model: nn.Module, loop: LoopConfig) -> tuple[nn.Module, LoopConfig]:
+    """``model`` without a ``DistributedDataParallel``/``DataParallel`` wrapper, and ``loop`` with the layer names
+    read without the wrapper's ``module.`` prefix (unless the inner model has a submodule of that name)."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    names = dict(model.named_modules())
+    given = [*loop.layers, loop.embedding_layer, *(loop.layouts or {})]
+    if "module" in names or not any(str(name).startswith("module.") for name in given):
+        return model, loop
+
+    def inner(name: str) -> str:
+        return name[len("module."):] if name.startswith("module.") and name not in names else name
+
+    layouts = None if loop.layouts is None else {inner(str(key)): value for key, value in loop.layouts.items()}
+    return model, dataclasses.replace(loop, layers=[inner(name) for name in loop.layers],
+                                      embedding_layer=inner(loop.embedding_layer), layouts=layouts)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """A model output (a tensor, or tuples, lists and dicts of them) on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(_to_device(item, device) for item in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value
 
 
 class LoopJournal(Protocol):

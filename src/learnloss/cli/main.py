@@ -7,7 +7,7 @@ import math
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -406,6 +406,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from learnloss.active.loop import CycleResult
+    from learnloss.distributed import current
     from learnloss.jsonio import write_json
     from learnloss.reports.compare import format_curve_table
     from learnloss.reports.plots import plot_learning_curve
@@ -413,7 +414,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from learnloss.runs.presets import resolve_spec
 
     spec = resolve_spec(args.protocol, {**_settings(args), "strategy": args.strategy, "seed": args.seed})
-    _check_writable(args.out)
+    if current().is_main:  # under torchrun the other ranks never touch --out
+        _check_writable(args.out)
 
     def on_cycle(result: CycleResult) -> None:  # also with --quiet, which only turns the progress bars off
         lpm = result.lpm_ranking_accuracy
@@ -425,6 +427,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     results = run_experiment(spec, progress=not args.quiet, on_cycle=on_cycle, out=args.out, resume=args.resume)
+    if not current().is_main:  # under torchrun only rank 0 writes and prints
+        return 0
     write_json(args.out / "results.json", results)
     plot_learning_curve(results, args.out / "learning_curve.png")
     config = results["config"]
@@ -713,8 +717,31 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+DISTRIBUTED_COMMANDS = ("run",)
+"""Commands that run under ``torchrun --nproc-per-node N`` as one distributed run (:mod:`learnloss.distributed`)."""
+
+
+def _in_process_group(command: str, work: Callable[[], int]) -> int:
+    """Run ``work`` in the process group ``torchrun`` describes (WORLD_SIZE > 1), leaving it afterwards; as is
+    otherwise. A command that cannot run distributed is refused under torchrun rather than run N times."""
+    from learnloss.distributed import initialise, launched, shutdown
+
+    if not launched():
+        return work()
+    if command not in DISTRIBUTED_COMMANDS:
+        raise UsageError(f"learnloss {command} runs in one process; start it without torchrun (only "
+                         f"{', '.join(DISTRIBUTED_COMMANDS)} runs distributed)")
+    initialise()
+    try:
+        return work()
+    finally:
+        shutdown()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``learnloss`` command; returns the exit code."""
+    """Entry point of the ``learnloss`` command; returns the exit code. Under ``torchrun`` (WORLD_SIZE > 1)
+    ``learnloss run`` joins the process group first (:mod:`learnloss.distributed`); each rank returns its own exit
+    code, and torchrun fails when any rank does."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -723,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
                 "predict": cmd_predict, "serve": cmd_serve, "add": cmd_add, "doctor": cmd_doctor, "backup": cmd_backup, "remove": cmd_remove}
     interrupted = {"run": run_interrupted_line, "bench": bench_interrupted_line}.get(args.command)
-    return guarded(lambda: commands[args.command](args),
+    return guarded(lambda: _in_process_group(args.command, lambda: commands[args.command](args)),
                    on_interrupt=None if interrupted is None else lambda: interrupted(args))
 
 

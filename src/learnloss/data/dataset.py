@@ -1,11 +1,13 @@
-"""The in-memory dataset every loader returns."""
+"""The dataset every loader returns: inputs as tensors, or as array sources read by rows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from learnloss.data.source import ArraySource, Inputs
 from learnloss.errors import DatasetFormatError
 
 
@@ -24,10 +26,13 @@ class AugmentSpec:
 
 @dataclass
 class Dataset:
-    """A train/test split held as tensors.
+    """A train/test split: inputs and targets.
 
-    ``x_*`` are ``(N, C, H, W)`` (images) or ``(N, C, L)`` / ``(N, D)`` tensors. Images are kept as ``uint8``
-    (0..255) to bound memory and converted to float per batch by :meth:`to_float`; other data is ``float32``.
+    ``x_*`` are ``(N, C, H, W)`` (images) or ``(N, C, L)`` / ``(N, D)`` tensors, or
+    :class:`~learnloss.data.source.ArraySource` objects of those shapes that read rows on demand (a pool too large to
+    hold: a memory-mapped ``.npy``, image files decoded per batch); whatever reads inputs indexes rows
+    (``x[rows]``), which both answer with a tensor. Images are kept as ``uint8`` (0..255) to bound memory and
+    converted to float per batch by :meth:`to_float`; other data is ``float32``.
     ``mean``/``std`` are per-channel statistics of the *float* training inputs, used for normalisation.
     The test split may be empty (a labeling project without labeled test items): nothing is evaluated then.
     ``task`` names the task the targets belong to (:func:`learnloss.tasks.build_task`): ``classification``
@@ -36,9 +41,9 @@ class Dataset:
     """
 
     name: str
-    x_train: torch.Tensor
+    x_train: Inputs
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: Inputs
     y_test: torch.Tensor
     classes: list[str]
     augment: AugmentSpec = field(default_factory=AugmentSpec)
@@ -113,17 +118,33 @@ _STATS_CHUNK_VALUES = 1 << 22
 """Values per chunk of :func:`channel_stats` (about 80 MiB of float32, float64 and squares at once)."""
 
 
-def channel_stats(x: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def stats_rows(x: Inputs) -> np.ndarray | None:
+    """The rows :func:`channel_stats` reads: None for all of them, else the evenly spaced rows an
+    :class:`ArraySource` with more than its :attr:`~ArraySource.stats_rows` rows is estimated from."""
+    limit = x.stats_rows if isinstance(x, ArraySource) else None
+    count = int(x.shape[0])
+    if limit is None or count <= limit:
+        return None
+    return np.unique(np.linspace(0, count - 1, num=max(1, limit)).round().astype(np.int64))
+
+
+def channel_stats(x: Inputs, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the float inputs, computed ``chunk`` samples at a time to bound memory (by
-    default as many samples as fit in about four million values, whatever their size)."""
+    default as many samples as fit in about four million values, whatever their size).
+
+    A tensor and a source with at most :attr:`ArraySource.stats_rows` rows give exact statistics over every row
+    (read in the same chunks, so the same values give the same statistics); a larger source gives estimates from
+    that many evenly spaced rows (:func:`stats_rows`), so a pool of millions is not read in full."""
     per_sample = max(1, x[:1].numel())
     chunk = chunk or max(1, _STATS_CHUNK_VALUES // per_sample)
     dims = [0] + list(range(2, x.dim()))
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     count = 0
-    for start in range(0, x.shape[0], chunk):
-        part = _as_float(x[start : start + chunk]).double()
+    sample = stats_rows(x)
+    for start in range(0, x.shape[0] if sample is None else len(sample), chunk):
+        rows = x[start : start + chunk] if sample is None else x[torch.from_numpy(sample[start : start + chunk])]
+        part = _as_float(rows).double()
         total += part.sum(dim=dims)
         total_sq += (part * part).sum(dim=dims)
         count += part.numel() // x.shape[1]

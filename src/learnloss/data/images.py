@@ -8,6 +8,7 @@ truncated file or a file that is not an image gives one line naming the file and
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,8 +22,8 @@ from learnloss.data.limits import ResourceLimitError, check_bytes, check_image_p
 from learnloss.errors import DatasetFormatError, LearnLossError
 
 __all__ = [
-    "GREY_MODES", "IMAGE_SUFFIXES", "ImageHeader", "image_guard", "list_images", "probe_images", "read_header",
-    "read_images",
+    "GREY_MODES", "IMAGE_SUFFIXES", "ImageHeader", "decode_image", "image_guard", "list_images", "probe_images",
+    "read_header", "read_images",
 ]
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"})
@@ -55,19 +56,37 @@ class ImageHeader:
         return self.mode in GREY_MODES
 
 
+_GUARD_LOCK = threading.Lock()
+_guard_depth = 0
+_guard_saved: tuple[int | None, warnings.catch_warnings[None]] | None = None
+
+
 @contextmanager
 def image_guard() -> Iterator[None]:
     """Within it, Pillow's decompression-bomb guard uses ``LEARNLOSS_MAX_IMAGE_PIXELS`` and its warning is an error
-    (which :func:`read_header` and :func:`read_images` turn into :class:`ResourceLimitError`)."""
+    (which :func:`read_header` and :func:`read_images` turn into :class:`ResourceLimitError`).
+
+    Safe from several threads at once (decoding threads, a batch read ahead): Pillow's limit and the warning filter
+    are process-wide, so the first guard to enter sets them and the last to leave restores them."""
+    global _guard_depth, _guard_saved
     limit = limits().max_image_pixels
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
+    with _GUARD_LOCK:
+        if _guard_depth == 0:
+            catcher: warnings.catch_warnings[None] = warnings.catch_warnings(record=False)
+            catcher.__enter__()
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+            _guard_saved = (Image.MAX_IMAGE_PIXELS, catcher)
+        Image.MAX_IMAGE_PIXELS = limit
+        _guard_depth += 1
+    try:
+        yield
     finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        with _GUARD_LOCK:
+            _guard_depth -= 1
+            if _guard_depth == 0 and _guard_saved is not None:
+                Image.MAX_IMAGE_PIXELS, catcher = _guard_saved
+                catcher.__exit__(None, None, None)
+                _guard_saved = None
 
 
 def _bomb(name: str, error: Exception) -> ResourceLimitError:
@@ -153,6 +172,37 @@ def probe_images(paths: Sequence[Path]) -> tuple[tuple[int, int], str]:
     return size, "L" if all_grey else "RGB"
 
 
+def decode_image(path: Path, mode: str, size: tuple[int, int], reference: str = "", resize: bool = False
+                 ) -> np.ndarray:
+    """Decode the image ``path`` in ``mode`` (``'L'`` or ``'RGB'``) as a ``uint8`` array ``(C, H, W)``; call within
+    :func:`image_guard`.
+
+    ``size`` is the required ``(width, height)``; ``reference`` says where it comes from in error messages. With
+    ``resize``, an image of another size is resized to it (bilinear) instead of refused. The header is checked
+    against ``LEARNLOSS_MAX_IMAGE_PIXELS`` before anything is decoded. Pillow releases the GIL while it decodes, so
+    threads decode images in parallel.
+
+    Raises:
+        DatasetFormatError: the file is not a readable image, is truncated, or (without ``resize``) has another size.
+        ResourceLimitError: it declares too many pixels.
+    """
+    with _opened(path, str(path)) as image:
+        if image.size != size and not resize:
+            raise _size_error(path, image.size, size, reference or "the images must be")
+        try:
+            converted = image.convert(mode)
+            if converted.size != size:
+                converted = converted.resize(size, Image.Resampling.BILINEAR)
+            pixels = np.asarray(converted)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise _bomb(str(path), error) from None
+        except LearnLossError:
+            raise
+        except Exception as error:  # Pillow's decoders raise OSError, ValueError, SyntaxError, …
+            raise _decode_error(str(path), error) from None
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
 def read_images(
     paths: Sequence[Path], mode: str, size: tuple[int, int], reference: str = "", resize: bool = False
 ) -> np.ndarray:
@@ -161,7 +211,8 @@ def read_images(
     ``size`` is the required ``(width, height)``; ``reference`` says where it comes from in error messages.
     With ``resize``, images of another size are resized to it (bilinear) instead of refused. The array's size is
     checked against ``LEARNLOSS_MAX_BYTES`` before it is allocated, and each image's header against
-    ``LEARNLOSS_MAX_IMAGE_PIXELS`` before it is decoded.
+    ``LEARNLOSS_MAX_IMAGE_PIXELS`` before it is decoded (:func:`decode_image`). To read images a batch at a time
+    instead, see :class:`~learnloss.data.image_source.ImageSource`.
 
     Raises:
         DatasetFormatError: a file is not a readable image, is truncated, or (without ``resize``) has another size.
@@ -174,19 +225,5 @@ def read_images(
     out = np.empty((len(paths), channels, height, width), dtype=np.uint8)
     with image_guard():
         for i, path in enumerate(paths):
-            with _opened(path, str(path)) as image:
-                if image.size != size and not resize:
-                    raise _size_error(path, image.size, size, reference or "the images must be")
-                try:
-                    converted = image.convert(mode)
-                    if converted.size != size:
-                        converted = converted.resize(size, Image.Resampling.BILINEAR)
-                    pixels = np.asarray(converted)
-                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-                    raise _bomb(str(path), error) from None
-                except LearnLossError:
-                    raise
-                except Exception as error:  # Pillow's decoders raise OSError, ValueError, SyntaxError, …
-                    raise _decode_error(str(path), error) from None
-            out[i] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            out[i] = decode_image(path, mode, size, reference, resize)
     return out

@@ -17,7 +17,6 @@ Members are then streamed chunk by chunk straight into the final tensors, so a f
 
 from __future__ import annotations
 
-import io
 import lzma
 import math
 import os
@@ -30,11 +29,11 @@ from typing import IO
 
 import numpy as np
 import torch
-from numpy.lib import format as npy_format
 
 from learnloss.data.dataset import AugmentSpec, Dataset, channel_stats
+from learnloss.data.npyformat import check_dtype, class_names, input_layout, read_exact, read_npy_header
 from learnloss.data.labels import to_labels
-from learnloss.data.limits import check_bytes, check_classes, check_image_pixels, out_of_memory
+from learnloss.data.limits import check_bytes, check_classes, out_of_memory
 from learnloss.data.limits import rows_per_chunk
 from learnloss.errors import DatasetFormatError, DatasetNotFoundError, LearnLossError
 
@@ -42,10 +41,6 @@ __all__ = ["find_npz", "load_npz"]
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 _SAVE = "save with numpy.savez(file, x_train=..., y_train=..., x_test=..., y_test=..., [classes=...])"
-_MAX_HEADER = 10_000  # numpy's own bound on the text of a .npy header
-_INPUT_KINDS = "buif"  # bool, unsigned, signed, float
-_LABEL_KINDS = "buif"  # read, then refused with to_labels' message unless integer
-_CLASS_KINDS = "USui"
 _STATS_BYTES_PER_VALUE = 20  # channel_stats holds float32, float64 and its square of each value of a chunk
 _ZIP_ERRORS = (
     OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile,
@@ -118,93 +113,26 @@ class _Member:
 
 
 def _read_exact(f: IO[bytes], n: int, what: str, where: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise DatasetFormatError(f"{where}: the {what} ends after {len(data)} of {n} bytes: the file is truncated "
-                                 f"or corrupt; {_SAVE}")
-    return data
+    return read_exact(f, n, what, where, _SAVE)
 
 
 def _header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, where: str) -> _Member:
     """Read and check the header of member ``info`` (at most a few KiB are decompressed)."""
     with archive.open(info) as f:
-        start = _read_exact(f, 8, f"{key} header", where)
-        if start[:6] != b"\x93NUMPY":
-            raise DatasetFormatError(f"{where}: {key} is not a .npy array (no numpy magic number); {_SAVE}")
-        if start[6:8] not in (b"\x01\x00", b"\x02\x00"):
-            raise DatasetFormatError(
-                f"{where}: {key} uses .npy format version {start[6]}.{start[7]}, which only arrays of named fields "
-                f"need; {_SAVE} with plain numeric arrays"
-            )
-        width = 2 if start[6] == 1 else 4
-        length_field = _read_exact(f, width, f"{key} header", where)
-        length = int.from_bytes(length_field, "little")
-        if length > _MAX_HEADER:
-            raise DatasetFormatError(f"{where}: {key} declares a .npy header of {length:,} bytes (numpy writes at "
-                                     f"most a few hundred); the file is corrupt or crafted; {_SAVE}")
-        text = _read_exact(f, length, f"{key} header", where)
-    buffer = io.BytesIO(start + length_field + text)
-    version = npy_format.read_magic(buffer)
-    reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-    try:
-        shape, fortran, dtype = reader(buffer, max_header_size=_MAX_HEADER)
-    except (ValueError, TypeError, SyntaxError, RecursionError, KeyError, OverflowError) as exc:
-        raise DatasetFormatError(f"{where}: cannot read the .npy header of {key} ({exc}); {_SAVE}") from None
-    if not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise DatasetFormatError(f"{where}: {key} declares the impossible shape {shape}; {_SAVE}")
-    member = _Member(key, info, tuple(shape), dtype, bool(fortran), 8 + width + length)
-    _check_dtype(member, where)
+        header = read_npy_header(f, key, where, _SAVE)
+    member = _Member(key, info, header.shape, header.dtype, header.fortran, header.offset)
+    check_dtype(key, member.dtype, member.shape, where, _SAVE)
     if info.file_size != member.offset + member.nbytes:
         raise DatasetFormatError(
-            f"{where}: {key} declares shape {member.shape} of {dtype} ({member.nbytes:,} bytes of data) but the "
-            f"archive gives it {max(0, info.file_size - member.offset):,}: the file is corrupt or crafted; {_SAVE}"
+            f"{where}: {key} declares shape {member.shape} of {member.dtype} ({member.nbytes:,} bytes of data) but "
+            f"the archive gives it {max(0, info.file_size - member.offset):,}: the file is corrupt or crafted; {_SAVE}"
         )
     return member
 
 
-def _check_dtype(member: _Member, where: str) -> None:
-    dtype, key = member.dtype, member.key
-    if dtype.hasobject:
-        raise DatasetFormatError(f"{where}: cannot read {key}: it holds Python objects (dtype object), which would "
-                                 f"need pickle, never allowed here; {_SAVE} with plain numeric arrays")
-    if dtype.names is not None or dtype.subdtype is not None:
-        raise DatasetFormatError(f"{where}: cannot read {key}: it is a structured array (dtype {dtype}); {_SAVE} "
-                                 f"with plain numeric arrays")
-    if key.startswith("x_"):
-        if dtype.kind == "c":
-            raise DatasetFormatError(f"{where}: {key} holds complex numbers ({dtype}); inputs must be real: save the "
-                                     "real part, the magnitude, or both as separate features")
-        if dtype.kind not in _INPUT_KINDS:
-            raise DatasetFormatError(f"{where}: {key}: inputs must be numeric (bool, integer or float), got dtype "
-                                     f"{dtype}")
-    elif key == "classes":
-        if dtype.kind not in _CLASS_KINDS or len(member.shape) != 1:
-            raise DatasetFormatError(f"{where}: 'classes' must be a 1-D array of names (strings or integers), got "
-                                     f"{dtype} of shape {member.shape}")
-    elif dtype.kind not in _LABEL_KINDS:
-        raise DatasetFormatError(f"{where}: {key}: labels must be a 1-D array of integers 0..K-1, got dtype {dtype}")
-
-
 def _layout(member: _Member, where: str) -> tuple[tuple[int, ...], str]:
     """The shape of the input tensor, and how the stored array maps onto it (``'same'``, ``'grey'``, ``'hwc'``)."""
-    shape = member.shape
-    final: tuple[int, ...]
-    if len(shape) == 3:
-        final, how = (shape[0], 1, shape[1], shape[2]), "grey"
-    elif len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] > 4:
-        final, how = (shape[0], shape[3], shape[1], shape[2]), "hwc"
-    elif len(shape) in (2, 4):
-        final, how = shape, "same"
-    else:
-        raise DatasetFormatError(
-            f"{where}: {member.key}: inputs must have shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C), "
-            f"got {shape}"
-        )
-    if math.prod(final[1:]) == 0:
-        raise DatasetFormatError(f"{where}: {member.key}: each input of shape {final[1:]} holds no value")
-    if len(final) == 4:
-        check_image_pixels(final[3], final[2], f"{where}: {member.key}")
-    return final, how
+    return input_layout(member.key, member.shape, where)
 
 
 def _fill(archive: zipfile.ZipFile, member: _Member, dest: np.ndarray, where: str, finite: bool) -> None:
@@ -292,14 +220,6 @@ def _check_members(members: dict[str, _Member], where: str) -> dict[str, tuple[t
     return layouts
 
 
-def _class_names(names: np.ndarray, where: str) -> list[str]:
-    try:
-        return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist()]
-    except UnicodeDecodeError:
-        raise DatasetFormatError(f"{where}: 'classes' holds byte strings that are not UTF-8; save them as str") \
-            from None
-
-
 def load_npz(data_dir: str | os.PathLike[str] | None) -> Dataset:
     """Load the arrays of the ``.npz`` file found by :func:`find_npz` (never with pickle).
 
@@ -335,7 +255,7 @@ def load_npz(data_dir: str | os.PathLike[str] | None) -> Dataset:
             f"{where}: cannot read as a .npz file of plain arrays ({type(exc).__name__}: {exc}); {_SAVE}"
         ) from None
     if names is not None:
-        classes = _class_names(names, where)
+        classes = class_names(names, where)
     else:
         top = max((int(y.max()) for y in (y_train, y_test) if len(y)), default=-1)
         classes = [str(k) for k in range(top + 1)]

@@ -13,6 +13,8 @@ cifar100         python pickles (fine labels), download. uint8 (N, 3, 32, 32) pa
 tiny-imagenet    JPEG tree, downloadable                 uint8 (N, 3, 64, 64) pad 8, flip
 imagefolder      ``data_dir/<class>/*`` images           uint8 (N, C, H, W)   pad min(H, W) // 8
 npz              ``data_dir`` ``.npz`` file              as stored            pad min(H, W) // 8
+npy              ``data_dir`` folder of ``.npy`` files,  as stored            pad min(H, W) // 8
+                 inputs memory-mapped (pools > memory)
 ================ ======================================= ==================== ==================
 
 ``fashion-mnist-lt`` keeps 6,000 / 3,596 / 2,156 / 1,292 / 774 / 464 / 278 / 166 / 100 / 60 training images of
@@ -35,6 +37,7 @@ from learnloss.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_da
 from learnloss.data.imagefolder import load_imagefolder
 from learnloss.data.locate import require_files
 from learnloss.data.longtail import long_tail
+from learnloss.data.npy import load_npy
 from learnloss.data.npz import load_npz
 from learnloss.data.sources import SOURCES
 from learnloss.data.tiny_imagenet import load_tiny_imagenet
@@ -67,6 +70,7 @@ _LOADERS: dict[str, Loader] = {
     "tiny-imagenet": _from_files("tiny-imagenet", load_tiny_imagenet),
     "imagefolder": lambda data_dir, download: load_imagefolder(data_dir),
     "npz": lambda data_dir, download: load_npz(data_dir),
+    "npy": lambda data_dir, download: load_npy(data_dir),
 }
 
 _ALIASES = {
@@ -100,11 +104,12 @@ def canonical_name(name: str) -> str:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
-    """Load the dataset ``name`` as a :class:`Dataset` of tensors.
+    """Load the dataset ``name`` as a :class:`Dataset` (tensors; ``npy``: memory-mapped array sources).
 
     For file-backed datasets ``data_dir`` is searched first, then ``$LEARNLOSS_DATA``, ``~/.cache/learnloss/<name>``
     and system folders; missing files are downloaded into ``data_dir`` (default: the cache folder) when
-    ``download`` is true. ``imagefolder`` and ``npz`` read ``data_dir`` itself; ``digits`` and ``diabetes`` ignore it.
+    ``download`` is true. ``imagefolder``, ``npz`` and ``npy`` read ``data_dir`` itself; ``digits`` and
+    ``diabetes`` ignore it.
 
     Raises:
         UnknownNameError: ``name`` is not registered.

@@ -26,7 +26,8 @@ import torch
 from learnloss.active.oracle import HumanOracle
 from learnloss.atomic import atomic_write
 from learnloss.data.dataset import AugmentSpec, Dataset
-from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header, read_images
+from learnloss.data.image_source import ImageSource
+from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.exports import (
     QueriedItem, file_sha256, read_table, unescape_cell, write_csv, write_json, write_query_batch,
@@ -473,7 +474,12 @@ def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] |
     """The project's images as a dataset — the pool items with their current labels (``-1``: unlabeled) and the
     labeled test items — and the store's item id of each pool index. ``labels`` are the store's current labels
     when the caller has read them already. Every image is read in the project's colour mode (stored by init; for
-    an older project, the mode most of its images have)."""
+    an older project, the mode most of its images have), resized to the specification's image size.
+
+    Nothing is decoded up front: each split is an :class:`~learnloss.data.image_source.ImageSource` that decodes
+    the rows a batch reads (in parallel, through a cache bounded in bytes), so memory does not grow with the
+    number of images. The pool's channel statistics decode up to :data:`~learnloss.data.image_source.STATS_IMAGES`
+    evenly spaced images once (every image of a smaller pool, which the cache then usually holds)."""
     root = Path(store.meta("data_root"))
     rows = store.items_with_split()
     locator = ItemLocator(root)
@@ -485,14 +491,13 @@ def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] |
                          f"restore them, or retire them with learnloss remove {store.project} {ids}")
     mode = "L" if _project_color(store, root) == "grey" else "RGB"
     size = spec.image_size or 32
-    images = torch.from_numpy(read_images(paths, mode, (size, size), resize=True))
     classes = store.classes()
     labels = store.current_labels() if labels is None else labels
     class_index = {name: c for c, name in enumerate(classes)}
     pool = [i for i, row in enumerate(rows) if row[2] == "pool"]
     test = [i for i, row in enumerate(rows) if row[2] == "test" and row[0] in labels]
-    pool_x = images[pool]
-    test_x = images[test] if test else pool_x[:0]
+    pool_x = ImageSource([paths[i] for i in pool], mode, (size, size), resize=True)
+    test_x = ImageSource([paths[i] for i in test], mode, (size, size), resize=True)
     test_y = torch.tensor([class_index[labels[rows[i][0]]] for i in test], dtype=torch.long)
     pool_y = torch.tensor([class_index[labels[rows[i][0]]] if rows[i][0] in labels else -1 for i in pool],
                           dtype=torch.long)

@@ -2,6 +2,8 @@
 
 ``learnloss run``, ``bench``, ``query`` and the Python API all build their loop here, so a setting means the same
 thing wherever it is given. Names are checked before the data is loaded; the model is initialised from the seed.
+In a distributed run every rank builds the same loop (same seed, same initial weights); rank 0 loads the data
+first, so a download happens once, and a CUDA device becomes ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from learnloss.active.oracle import Oracle
 from learnloss.data import load_dataset
 from learnloss.data.dataset import Dataset
 from learnloss.device import resolve_device
+from learnloss.distributed import Distributed, current
 from learnloss.inference.precision import Precision
 from learnloss.models import default_taps, embedding_layer, input_dims, model_builder
 from learnloss.runs.spec import RunSpec
@@ -79,6 +82,7 @@ def build_loop(
     cycles: int | None = None,
     stages: Sequence[Stage] | None = None,
     progress: bool = False,
+    dist: Distributed | None = None,
 ) -> ActiveLearningLoop:
     """The loop ``spec`` describes, over ``dataset`` (loaded from ``spec.dataset`` when None).
 
@@ -86,18 +90,21 @@ def build_loop(
     query: as many initial labels as the store holds, ``K`` of this query). ``stages`` replaces the cycle's
     training stages (default: :func:`build_stages`, the joint training and whatever the strategy asks for). The
     model is built after ``torch.manual_seed(spec.seed)``, so the same seed gives the same initial weights.
+    ``dist`` is this process's rank in a distributed run (default: :func:`learnloss.distributed.current`).
 
     Raises:
         UsageError: a setting that does not fit the data (layers, budget) or the device, or a strategy that needs
             what the oracle cannot tell (true-loss with people as the oracle) — both before the data is loaded.
     """
-    device = resolve_device(spec.device)
+    dist = dist if dist is not None else current()
+    device = dist.device(resolve_device(spec.device))
     strategy = build_strategy(spec.strategy)
     if oracle is not None:
         check_oracle(strategy, oracle)  # e.g. true-loss in a labeling project: refused before anything loads
     make_model = model_builder(spec.model)  # an unknown name fails before the data is loaded
     if dataset is None:
-        dataset = load_dataset(spec.dataset, spec.data_dir, download=spec.download)
+        with dist.main_first("rank 0 loading the dataset"):  # a download happens once, on rank 0
+            dataset = load_dataset(spec.dataset, spec.data_dir, download=spec.download)
     if len(dataset.input_shape) != input_dims(spec.model):
         kind = "vectors" if len(dataset.input_shape) == 1 else "images"
         fits = "--model mlp" if kind == "vectors" else "an image model (--model small-cnn or a resnet)"
@@ -117,5 +124,5 @@ def build_loop(
     return ActiveLearningLoop(
         model, dataset, strategy, loop_config, train_config(spec), task=task, oracle=oracle, device=device,
         progress=progress, stages=stages if stages is not None else build_stages(spec, strategy, progress),
-        precision=Precision(spec.precision, spec.channels_last),
+        precision=Precision(spec.precision, spec.channels_last), dist=dist,
     )

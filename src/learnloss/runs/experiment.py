@@ -1,4 +1,10 @@
-"""One simulated active-learning experiment from a run specification: what ``learnloss run`` does."""
+"""One simulated active-learning experiment from a run specification: what ``learnloss run`` does.
+
+Under ``torchrun`` (:mod:`learnloss.distributed`) every rank runs the experiment — the same loop, training and
+scoring its share (:mod:`learnloss.active.loop`) — and every rank returns the same document, but only rank 0
+checks and opens the run folder, journals the run in its store and writes its checkpoints; the other ranks never
+touch ``out``, and stop with rank 0's message when it fails there.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from learnloss.active.loop import CycleResult
+from learnloss.distributed import current
 from learnloss.errors import UsageError
 from learnloss.metrics import aubc
 from learnloss.project.store import DB_FILENAME, ProjectStore
@@ -68,7 +76,9 @@ def run_experiment(
 
     The document records the specification with what it resolved to (``config``: the dataset's name, the tapped
     layers, the device, the pool and test sizes), the environment, every cycle, the primary metric's name and its
-    AUBC, the initial labeled set (so paired comparisons can be checked) and the run's wall time.
+    AUBC, the initial labeled set (so paired comparisons can be checked) and the run's wall time; its environment
+    says how many processes ran it (``world_size``). In a distributed run, ``progress`` and ``on_cycle`` are
+    rank 0's only, and only rank 0 reads or writes ``out`` (see the module docstring).
 
     Raises:
         UsageError: a setting that does not fit; ``out`` holds a run but ``resume`` is false, or holds none but it
@@ -80,21 +90,29 @@ def run_experiment(
     say = log or _say
     started = time.perf_counter()
     recovered: list[str] = []
+    dist = current()
     if out is not None:
-        _check_run_folder(Path(out), resume)
-    loop = build_loop(spec, progress=progress)
+        dist.on_main(lambda: _check_run_folder(Path(out), resume), "rank 0 checking the run folder")
+    loop = build_loop(spec, progress=progress and dist.is_main, dist=dist)
     dataset, task = loop.dataset, loop.task
     if require_test and dataset.x_test.shape[0] == 0:
         raise UsageError(f"dataset {dataset.name} has no test samples, and a benchmark compares runs by their test "
                          "metric; give data with a test split (x_test and y_test in an .npz)")
+    on_cycle = on_cycle if dist.is_main else None
     if out is None:
         cycles = [result.to_dict() for result in loop.run(on_cycle)]
     else:
-        with ProjectStore(out, create=not resume, kind="simulation") as store, store.exclusive("run"):
-            classes = list(dataset.classes) if task.name == "classification" else []
-            journal = SimulationJournal(store, spec, classes, data_fingerprint(dataset), log=say)
+        with ExitStack() as stack:
+
+            def open_journal() -> SimulationJournal:  # rank 0's: the store is its alone
+                store = stack.enter_context(ProjectStore(out, create=not resume, kind="simulation"))
+                stack.enter_context(store.exclusive("run"))
+                classes = list(dataset.classes) if task.name == "classification" else []
+                return SimulationJournal(store, spec, classes, data_fingerprint(dataset), log=say)
+
+            journal = dist.on_main(open_journal, "rank 0 opening the run's store")
             cycles = [result.to_dict() for result in loop.run(on_cycle, journal)]
-            recovered = journal.recovered
+            recovered = journal.recovered if journal is not None else []
     primary = f"test_{task.primary_metric}"
     config = {
         **spec.to_dict(),
@@ -111,7 +129,7 @@ def run_experiment(
     }
     document = {
         "config": config,
-        "environment": environment_info(str(loop.device)),
+        "environment": {**environment_info(str(loop.device)), "world_size": dist.world_size},
         "primary_metric": primary,
         "cycles": cycles,
         "aubc": _curve_aubc(cycles, primary, config["test_size"], say),

@@ -4,6 +4,13 @@ Objective (Yoo & Kweon, CVPR 2019, Eq. 5): ``mean_b l_b + λ · L_loss(l̂, l)``
 detached inside ``L_loss``. From epoch :attr:`TrainConfig.stop_grad_epoch` on, the LPM reads detached
 features, so it keeps learning but no longer moves the target model (Sec. 4.1: after epoch 120 of 200).
 One forward pass of the target model per step: the LPM reads the features captured by the forward hooks.
+
+In a distributed run (:mod:`learnloss.distributed`, ``torchrun``) each rank trains on its share of every batch:
+the target model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` for the epochs of a fit (its
+forward hooks — the LPM's taps — fire inside the wrapper; the view keeps the unwrapped model, so ``state_dict``
+names and checkpoints stay those of one process), the LPM's gradients are averaged over the ranks after each
+``backward`` in one all-reduce, and the epoch's losses are averaged over the ranks, so every rank logs, and stops
+on divergence, alike.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from tqdm.auto import tqdm
 
 from learnloss.inference import ModelView
 from learnloss.data.batches import Batch
+from learnloss.distributed import SINGLE, Distributed
 from learnloss.errors import TrainingDivergedError, UsageError
 from learnloss.lpm.losses import get_lpm_loss
 
@@ -99,11 +107,17 @@ class Trainer:
         view: ModelView,
         batches: Iterable[Batch],
         on_epoch: Callable[[EpochLog], None] | None = None,
+        dist: Distributed = SINGLE,
     ) -> list[EpochLog]:
         """Train for ``config.epochs`` passes over ``batches`` (re-iterated each epoch) and return the epoch logs.
 
+        With ``dist`` active, ``batches`` are this rank's share (:meth:`~learnloss.training.stages.CycleData.training_batches`):
+        the model trains under DistributedDataParallel and the LPM's gradients and the logged losses are averaged
+        over the ranks (see the module docstring).
+
         Raises:
             TrainingDivergedError: an epoch's loss became NaN or infinite.
+            DistributedError: another rank stopped or did not answer in time.
         """
         config = self.config
         optimizer = self.make_optimizer(view)
@@ -113,6 +127,8 @@ class Trainer:
         scaler = precision.grad_scaler(device)
         for module in view.modules():
             module.train()
+        model = dist.wrap(view.model)  # the view itself keeps the unwrapped model (its names, its checkpoints)
+        lpm_parameters = [p for p in ll.lpm.parameters() if p.requires_grad] if ll is not None else []
         logs = []
         epochs = tqdm(range(config.epochs), desc="train", unit="epoch", leave=False, disable=not self.progress)
         for epoch in epochs:
@@ -120,8 +136,8 @@ class Trainer:
             task_sum = lpm_sum = None
             steps = 0
             for _, inputs, targets in batches:
-                with precision.autocast(device):
-                    output = view.model(precision.inputs(inputs))
+                with precision.autocast(device), dist.guard("training (DistributedDataParallel)"):
+                    output = model(precision.inputs(inputs))
                     losses = view.task.per_sample_loss(output, targets)
                     task_loss = losses.mean()
                     total = task_loss
@@ -132,11 +148,14 @@ class Trainer:
                         total = task_loss + config.lpm_weight * lpm_loss
                         lpm_sum = lpm_loss.detach() if lpm_sum is None else lpm_sum + lpm_loss.detach()
                 optimizer.zero_grad(set_to_none=True)
+                with dist.guard("training (the gradients' all-reduce)"):
+                    (total if scaler is None else scaler.scale(total)).backward()
+                if dist.active and lpm_parameters:  # DDP averages the model's gradients; the LPM's are averaged here
+                    dist.all_reduce_mean_([p.grad for p in lpm_parameters if p.grad is not None],
+                                          "averaging the LPM's gradients")
                 if scaler is None:
-                    total.backward()
                     optimizer.step()
                 else:  # fp16: scale the loss so small gradients do not underflow
-                    scaler.scale(total).backward()
                     scaler.step(optimizer)
                     scaler.update()
                 task_sum = task_loss.detach() if task_sum is None else task_sum + task_loss.detach()
@@ -144,11 +163,18 @@ class Trainer:
             view.clear()
             if steps == 0:
                 raise UsageError("training got no batches: the labeled set is empty")
+            task_mean = float(task_sum) / steps if task_sum is not None else math.nan
+            lpm_mean = None if lpm_sum is None else float(lpm_sum) / steps
+            if dist.active:  # every rank logs, and stops on divergence, alike
+                means = torch.tensor([task_mean, math.nan if lpm_mean is None else lpm_mean], dtype=torch.float64,
+                                     device=device)
+                dist.all_reduce_mean_([means], "averaging the epoch's losses")
+                task_mean, lpm_mean = float(means[0]), (None if lpm_mean is None else float(means[1]))
             log = EpochLog(
                 epoch=epoch,
                 lr=optimizer.param_groups[0]["lr"],
-                task_loss=float(task_sum) / steps if task_sum is not None else math.nan,
-                lpm_loss=None if lpm_sum is None else float(lpm_sum) / steps,
+                task_loss=task_mean,
+                lpm_loss=lpm_mean,
                 features_detached=detach,
             )
             # One host sync per epoch, not per step: a NaN step is caught at the end of its epoch.
