@@ -381,7 +381,8 @@ def run_reference(data: BenchData, settings: ReferenceSettings) -> dict[str, Any
             "score_seconds": score_seconds, "score_images": scored,
             "wall_seconds": time.perf_counter() - cycle_start, "test_accuracy": accuracy,
         })
-    return {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"device": str(device), "device_name": name,
             "precision": "fp32", "channels_last": False, "batch_size": s.batch_size, "eval_batch_size": s.batch_size,
             "workers": s.workers, "cycles": cycles}
 
