@@ -27,7 +27,7 @@ from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.labels import to_labels
 from learnloss.data.limits import check_bytes, check_classes, out_of_memory, rows_per_chunk
 from learnloss.data.memmap import RESIDENT_BYTES, MemmapSource
-from learnloss.data.npyformat import NpyHeader, check_dtype, class_names, input_layout, read_npy_header
+from learnloss.data.npyformat import NpyHeader, check_dtype, check_splits, class_names, read_npy_header
 from learnloss.errors import DatasetFormatError, DatasetNotFoundError
 
 __all__ = ["find_npy", "load_npy"]
@@ -104,16 +104,8 @@ def load_npy(data_dir: str | os.PathLike[str] | None, resident_bytes: int = RESI
     paths = find_npy(data_dir)
     folder = next(iter(paths.values())).parent
     headers = {key: _header(path, key) for key, path in paths.items()}
-    layouts = {k: input_layout(k, headers[k].shape, str(paths[k])) for k in ("x_train", "x_test")}
-    train, test = layouts["x_train"][0][1:], layouts["x_test"][0][1:]
-    if train != test:
-        raise DatasetFormatError(f"{folder}: x_train inputs have shape {train} but x_test inputs {test}; both splits "
-                                 "must share one shape")
-    for split in ("train", "test"):
-        x, y = headers[f"x_{split}"], headers[f"y_{split}"]
-        if y.shape[:1] and y.shape[0] != x.shape[0]:
-            raise DatasetFormatError(f"{folder}: x_{split}.npy holds {x.shape[0]} inputs but y_{split}.npy "
-                                     f"{y.shape[0]} labels")
+    layouts = check_splits(headers, str(folder), ".npy")
+    train = layouts["x_train"][0][1:]
     if "classes" in headers:
         check_classes(headers["classes"].count, f"{paths['classes']}: classes")
     held = sum(headers[k].nbytes + 8 * headers[k].count for k in ("y_train", "y_test"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import IO
 
 import numpy as np
@@ -20,7 +21,8 @@ from learnloss.data.limits import check_image_pixels
 from learnloss.errors import DatasetFormatError
 
 __all__ = [
-    "MAX_HEADER", "NpyHeader", "check_dtype", "class_names", "input_layout", "read_exact", "read_npy_header",
+    "MAX_HEADER", "NpyHeader", "check_dtype",
+    "check_splits", "class_names", "input_layout", "read_exact", "read_npy_header",
 ]
 
 MAX_HEADER = 10_000  # numpy's own bound on the text of a .npy header
@@ -140,6 +142,28 @@ def input_layout(key: str, shape: tuple[int, ...], where: str) -> tuple[tuple[in
     if len(final) == 4:
         check_image_pixels(final[3], final[2], f"{where}: {key}")
     return final, how
+
+
+def check_splits(headers: Mapping[str, NpyHeader], where: str, suffix: str = ""
+                 ) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Check that both splits' inputs share one shape and that each split has a label per input, from the headers
+    alone (``x_train``, ``y_train``, ``x_test``, ``y_test``; messages name them with ``suffix``, e.g. ``.npy``);
+    return the input layouts of :func:`input_layout`.
+
+    Raises:
+        DatasetFormatError: the shapes differ, or a split's label count differs from its input count.
+    """
+    layouts = {k: input_layout(k, headers[k].shape, where) for k in ("x_train", "x_test")}
+    train, test = layouts["x_train"][0][1:], layouts["x_test"][0][1:]
+    if train != test:
+        raise DatasetFormatError(f"{where}: x_train inputs have shape {train} but x_test inputs {test}; both splits "
+                                 "must share one shape")
+    for split in ("train", "test"):
+        x, y = headers[f"x_{split}"], headers[f"y_{split}"]
+        if y.shape[:1] and y.shape[0] != x.shape[0]:
+            raise DatasetFormatError(f"{where}: x_{split}{suffix} holds {x.shape[0]} inputs but y_{split}{suffix} "
+                                     f"{y.shape[0]} labels")
+    return layouts
 
 
 def class_names(names: np.ndarray, where: str) -> list[str]:

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from learnloss.data.dataset import AugmentSpec, Dataset, channel_stats
-from learnloss.data.npyformat import check_dtype, class_names, input_layout, read_exact, read_npy_header
+from learnloss.data.npyformat import (
+    NpyHeader, check_dtype, check_splits, class_names, read_exact, read_npy_header,
+)
 from learnloss.data.labels import to_labels
 from learnloss.data.limits import check_bytes, check_classes, out_of_memory
 from learnloss.data.limits import rows_per_chunk
@@ -74,23 +76,12 @@ def find_npz(data_dir: str | os.PathLike[str] | None) -> Path:
 
 
 @dataclass(frozen=True)
-class _Member:
-    """One ``.npy`` member of the archive, as its header declares it."""
+class _Member(NpyHeader):
+    """One ``.npy`` member of the archive, as its header declares it (``offset``: where the array data starts within
+    the member)."""
 
     key: str
     info: zipfile.ZipInfo
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran: bool
-    offset: int  # where the array data starts within the member
-
-    @property
-    def count(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.count * self.dtype.itemsize
 
     @property
     def along_last(self) -> bool:
@@ -120,7 +111,7 @@ def _header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, where: st
     """Read and check the header of member ``info`` (at most a few KiB are decompressed)."""
     with archive.open(info) as f:
         header = read_npy_header(f, key, where, _SAVE)
-    member = _Member(key, info, header.shape, header.dtype, header.fortran, header.offset)
+    member = _Member(header.shape, header.dtype, header.fortran, header.offset, key, info)
     check_dtype(key, member.dtype, member.shape, where, _SAVE)
     if info.file_size != member.offset + member.nbytes:
         raise DatasetFormatError(
@@ -128,11 +119,6 @@ def _header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, where: st
             f"the archive gives it {max(0, info.file_size - member.offset):,}: the file is corrupt or crafted; {_SAVE}"
         )
     return member
-
-
-def _layout(member: _Member, where: str) -> tuple[tuple[int, ...], str]:
-    """The shape of the input tensor, and how the stored array maps onto it (``'same'``, ``'grey'``, ``'hwc'``)."""
-    return input_layout(member.key, member.shape, where)
 
 
 def _fill(archive: zipfile.ZipFile, member: _Member, dest: np.ndarray, where: str, finite: bool) -> None:
@@ -198,15 +184,8 @@ def _members(archive: zipfile.ZipFile, where: str) -> dict[str, _Member]:
 
 def _check_members(members: dict[str, _Member], where: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """Check shapes, counts and the memory the load will take, from the headers alone; return the input layouts."""
-    layouts = {k: _layout(members[k], where) for k in ("x_train", "x_test")}
-    train, test = layouts["x_train"][0][1:], layouts["x_test"][0][1:]
-    if train != test:
-        raise DatasetFormatError(f"{where}: x_train inputs have shape {train} but x_test inputs {test}; both splits "
-                                 "must share one shape")
-    for split in ("train", "test"):
-        x, y = members[f"x_{split}"], members[f"y_{split}"]
-        if y.shape[:1] and y.shape[0] != x.shape[0]:
-            raise DatasetFormatError(f"{where}: x_{split} holds {x.shape[0]} inputs but y_{split} {y.shape[0]} labels")
+    layouts = check_splits(members, where)
+    train = layouts["x_train"][0][1:]
     if "classes" in members:
         check_classes(members["classes"].count, f"{where}: classes")
     held = sum(math.prod(final) * (1 if members[k].dtype == np.uint8 else 4) for k, (final, _) in layouts.items())
