@@ -7,7 +7,7 @@ Usage:
         [--device auto|cpu|cuda]                                                           (both sides)
         [--labeled 200] [--query 200] [--cycles 2] [--epochs 2] [--test 10000] [--subset 2000]
         [--dataset fashion-mnist|digits|synthetic] [--model resnet18] [--image-size 32] [--seed 0]
-        [--ref-batch-size 128] [--ref-workers 0] [--ref-threads N]                          (reference side)
+        [--ref-batch-size 128] [--ref-workers 0] [--ref-threads N] [--ref-malloc system|keep] (reference side)
 
 Both sides run the same active-learning cycles — the same target model and loss prediction module (learnloss's
 ResNet-18 with the LPM attached to its four stages), the same data (Fashion-MNIST centre-padded to 32×32 and
@@ -20,7 +20,10 @@ milestone and stop-gradient epoch scaled to ``--epochs``), evaluation on the fir
   optimisers, the reference's loss: how public reproductions write it;
 * learnloss: ``learnloss.build_loop(resolve_spec("paper", ...), dataset)`` — what ``learnloss run`` runs — with
   ``--precision``, ``--channels-last``, ``--batch-size`` and ``--threads`` (and ``--eval-batch-size``, the
-  loop's evaluation and scoring batch, 512 unless given: a diagnostic knob, no ``learnloss run`` setting).
+  loop's evaluation and scoring batch, 512 unless given: a diagnostic knob, no ``learnloss run`` setting), and
+  glibc's allocator set to keep freed memory as the ``learnloss`` command sets it
+  (:func:`learnloss.keep_freed_memory`; ``--ref-malloc keep`` gives the reference the same, to separate the
+  allocator's share of a ratio from the rest).
 
 Each run is a fresh subprocess, the sides alternating (reference, learnloss, reference, learnloss, … ``--pairs``
 times) so that a drift of the machine hits both alike. Each child times its own phases and prints one JSON line;
@@ -93,6 +96,11 @@ def child_reference(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.ref_threads:
         torch.set_num_threads(args.ref_threads)
+    kept = False
+    if args.ref_malloc == "keep":  # the reference with learnloss's allocator settings, to separate their effect
+        from learnloss.cpu_memory import keep_freed_memory
+
+        kept = keep_freed_memory()
     setup = time.perf_counter()
     data = _data(args)
     milestones, stop_grad = _milestones(args.epochs)
@@ -102,7 +110,7 @@ def child_reference(args: argparse.Namespace) -> dict[str, Any]:
         workers=args.ref_workers, device=_device_name(args.device), seed=args.seed,
     )
     setup_seconds = time.perf_counter() - setup
-    return {"setup_seconds": setup_seconds, **run_reference(data, settings)}
+    return {"setup_seconds": setup_seconds, "malloc_keeps_freed_memory": kept, **run_reference(data, settings)}
 
 
 def child_learnloss(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,6 +122,7 @@ def child_learnloss(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = learnloss.keep_freed_memory()  # as the ``learnloss`` command does at start
     setup = time.perf_counter()
     data = _data(args)
     dataset = Dataset(f"{data.name}-rgb{data.image_size}", data.x_train, data.y_train, data.x_test, data.y_test,
@@ -125,7 +134,7 @@ def child_learnloss(args: argparse.Namespace) -> dict[str, Any]:
         "download": False, "model": args.model, "initial": args.labeled, "query": args.query, "cycles": args.cycles,
         "subset": args.subset, "epochs": args.epochs, "batch_size": args.batch_size, "milestones": milestones,
         "stop_grad_epoch": stop_grad, "seed": args.seed, "device": args.device, "precision": args.precision,
-        "channels_last": args.channels_last,
+        "channels_last": args.channels_last, "compile": args.compile,
     })
     loop = learnloss.build_loop(spec, dataset)
     if args.eval_batch_size:  # scoring and evaluation batches (LoopConfig.eval_batch_size; no RunSpec setting)
@@ -169,8 +178,10 @@ def child_learnloss(args: argparse.Namespace) -> dict[str, Any]:
         })
     return {"setup_seconds": setup_seconds, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "precision": spec.precision, "channels_last": spec.channels_last, "batch_size": spec.batch_size,
-            "eval_batch_size": loop.loop.eval_batch_size, "workers": 0, "cycles": cycles}
+            "precision": spec.precision, "channels_last": spec.channels_last, "compile": spec.compile,
+            "batch_size": spec.batch_size,
+            "eval_batch_size": loop.loop.eval_batch_size, "workers": 0, "malloc_keeps_freed_memory": kept,
+            "cycles": cycles}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -235,13 +246,14 @@ def _child_argv(args: argparse.Namespace, side: str) -> list[str]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", side]
     for name in ("dataset", "data_dir", "image_size", "model", "labeled", "query", "cycles", "epochs", "test",
                  "subset", "seed", "device", "precision", "batch_size", "eval_batch_size", "threads",
-                 "ref_batch_size", "ref_workers",
-                 "ref_threads"):
+                 "ref_batch_size", "ref_workers", "ref_threads", "ref_malloc"):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     if args.channels_last:
         argv.append("--channels-last")
+    if args.compile:
+        argv.append("--compile")
     return argv
 
 
@@ -316,17 +328,21 @@ def parent(args: argparse.Namespace) -> None:
     threads = {side: sorted({r["threads"] for r in runs if r["side"] == side}) for side in SIDES}
     device = {side: sorted({r["device_name"] for r in runs if r["side"] == side}) for side in SIDES}
     loads = [r["loadavg_before"][0] for r in runs]
+    all_threads = [r["threads"] for r in runs]
+    busy = max(all_threads) + 0.5  # the 1-minute average still holds the child that just ended
     eval_batch = sorted({r["eval_batch_size"] for r in runs if r["side"] == "learnloss"})
+    kept = sorted({r["malloc_keeps_freed_memory"] for r in runs if r["side"] == "learnloss"})
     header = [
         f"machine: {info['gpu'] or info['cpu']} ({info['cpus_usable']} usable CPUs), torch {info['torch']}, "
         f"threads reference {threads['reference']} / learnloss {threads['learnloss']}, "
         f"OMP_NUM_THREADS={info['OMP_NUM_THREADS']}",
         f"device: reference {device['reference']}, learnloss {device['learnloss']}; learnloss precision "
         f"{args.precision}{' channels-last' if args.channels_last else ''} batch {args.batch_size} (eval/scoring "
-        f"{eval_batch}); reference fp32 batch {args.ref_batch_size} workers {args.ref_workers}",
+        f"{eval_batch}, malloc keeps freed memory: {kept}); reference fp32 batch {args.ref_batch_size} workers "
+        f"{args.ref_workers} malloc {args.ref_malloc}",
         f"load average (1 min) when each child started: {min(loads):.2f} to {max(loads):.2f} "
-        f"({'busy' if max(loads) > 0.5 else 'quiet'} machine: other processes were "
-        f"{'running' if max(loads) > 0.5 else 'mostly idle'})",
+        f"({'busy' if max(loads) > busy else 'quiet'} machine: the previous child's {max(all_threads)} threads "
+        f"still count in it; above {busy:.1f}, other processes were running)",
         f"work: {args.model} + LPM, {args.dataset} as {args.image_size}x{args.image_size} RGB, {args.labeled} + "
         f"{args.query}/cycle labels, {args.cycles} cycles x {args.epochs} epochs (milestone {list(milestones)}, "
         f"stop-grad epoch {stop_grad}), {args.test} test, {args.subset} scored; medians of {args.pairs} pair(s)",
@@ -350,13 +366,15 @@ def parent(args: argparse.Namespace) -> None:
         print(f"\nwrote {out}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of both sides (``benchmarks/bench_compile.py`` reuses them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--pairs", type=int, default=2, help="reference/learnloss pairs of runs, alternating")
     parser.add_argument("--out", default=None, help="JSON file for every run's numbers, the medians and the machine")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="learnloss side")
     parser.add_argument("--channels-last", action="store_true", help="learnloss side")
+    parser.add_argument("--compile", action="store_true", help="learnloss side: torch.compile the target model")
     parser.add_argument("--batch-size", type=int, default=128, help="learnloss side")
     parser.add_argument("--eval-batch-size", type=int, default=None,
                         help="learnloss side's evaluation and scoring batch (default: learnloss's own, 512)")
@@ -377,13 +395,20 @@ def main() -> None:
     parser.add_argument("--ref-workers", type=int, default=0, help="reference side's DataLoader workers")
     parser.add_argument("--ref-threads", type=int, default=None, help="reference side's torch threads "
                         "(default: --threads)")
+    parser.add_argument("--ref-malloc", choices=["system", "keep"], default="system",
+                        help="reference side's allocator: glibc's defaults (as public reproductions run), or "
+                        "learnloss's keep_freed_memory settings (to separate their effect from the rest)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a child may run")
     parser.add_argument("--child", choices=SIDES, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.ref_threads is None:
         args.ref_threads = args.threads
     if args.pairs < 1:
-        parser.error("--pairs must be at least 1")
+        raise SystemExit("--pairs must be at least 1")
     if args.child:
         child(args)
     else:

@@ -13,6 +13,7 @@ from learnloss.active.pool import Pool
 from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.inference.precision import Precision
 from learnloss.data.dataset import AugmentSpec, Dataset
+from learnloss.cpu_memory import keep_freed_memory
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.lpm import (
     FeatureTaps,
@@ -42,7 +43,7 @@ from learnloss.strategies import (
     parse_strategy,
     shortlist_cluster,
 )
-from learnloss.tasks import ClassificationTask, RegressionTask, Task, build_task
+from learnloss.tasks import ClassificationTask, DetectionTask, KeypointTask, RegressionTask, Task, build_task
 from learnloss.training import (
     CycleData,
     JointTraining,
@@ -69,6 +70,8 @@ __all__ = [
     "JointTraining",
     "Precision",
     "RegressionTask",
+    "DetectionTask",
+    "KeypointTask",
     "RunSpec",
     "Stage",
     "StochasticBatchAcquisition",
@@ -76,6 +79,7 @@ __all__ = [
     "WrapperStrategy",
     "build_loop",
     "build_task",
+    "keep_freed_memory",
     "parse_strategy",
     "resolve_spec",
     "run_experiment",

@@ -12,8 +12,8 @@ from learnloss.data import available_datasets, canonical_name, load_dataset
 from learnloss.data.split import stratified_split
 from learnloss.errors import UnknownNameError
 
-NAMES = ["cifar10", "cifar100", "diabetes",
-    "digits", "fashion-mnist", "fashion-mnist-lt", "imagefolder", "mnist", "npy", "npz", "tiny-imagenet"]
+NAMES = ["cifar10", "cifar100", "coco", "diabetes", "digit-scenes", "digits", "fashion-mnist", "fashion-mnist-lt",
+         "figures", "imagefolder", "mnist", "npy", "npz", "scenes", "tiny-imagenet", "voc"]
 
 
 def test_available_datasets() -> None:

@@ -113,3 +113,62 @@ def test_a_killed_rank_fails_the_run_quickly_with_one_line(tmp_path):
     assert len(lines) == 1, stderr[-3000:]
     assert "SIGKILL" in stderr  # torchrun names the rank that died
     assert not (out / "results.json").exists()
+
+
+def _digits_project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A labeling project of 150 digit images (PNG), 40 of them labeled."""
+    import csv
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from learnloss.labeling.workflow import init_project
+
+    digits = load_digits()
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rows = []
+    for i in range(150):
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8), mode="L").save(images / f"img{i:03d}.png")
+        if i < 40:
+            rows.append((f"img{i:03d}.png", str(digits.target[i])))
+    seed = tmp_path / "seed.csv"
+    with open(seed, "w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label"), *rows])
+    project = tmp_path / "project"
+    init_project(project, images=images, classes=[str(c) for c in range(10)], labels=seed)
+    return project, dict(rows)
+
+
+def test_two_processes_query_a_project_once_and_select_what_one_process_selects_for_the_same_weights(tmp_path):
+    from learnloss.active.oracle import HumanOracle
+    from learnloss.labeling.workflow import project_dataset, project_spec
+    from learnloss.runs.journal import LabelingJournal
+
+    project, _ = _digits_project(tmp_path)
+    run = subprocess.run([*TORCHRUN, "-m", "learnloss", "query", str(project), "--k", "10", "--device", "cpu",
+                          "--quiet"], env=_env(), capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("cycle 0: trained; queried 10 items") == 1, run.stdout  # rank 0 alone printed
+    with ProjectStore(project, kind="labeling") as store:
+        cycles = store.cycles()
+        assert [(row["cycle"], row["status"]) for row in cycles] == [(0, "queried")]
+        queried = store.query_items(0)
+        assert len(queried) == 10
+        assert (project / "exports" / "query-0.csv").is_file()
+
+        # the weights the two ranks trained, restored in this one process, select the same items in the same order
+        spec = project_spec(store).replace(device="cpu")
+        labels = store.current_labels()
+        dataset, pool_ids = project_dataset(store, spec, labels)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=40, query=10, cycles=2)
+            LabelingJournal(store, spec, store.classes(), pool_ids, labels).resume(loop)
+            restore_checkpoint(loop, store, cycles[0])
+            batch = loop.query_batch(10)
+        finally:
+            torch.set_num_threads(threads)
+    assert [pool_ids[int(i)] for i in batch.selected] == [item_id for item_id, *_ in queried]
+    assert [row[3] for row in queried] == pytest.approx([float(s) for s in batch.scores], abs=1e-5)

@@ -16,7 +16,7 @@ from learnloss.models import (
     embedding_layer,
 )
 
-EXPECTED = ["mlp", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "small-cnn"]
+EXPECTED = ["detector", "hourglass", "mlp", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "small-cnn"]
 
 
 def test_available_models() -> None:

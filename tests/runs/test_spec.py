@@ -19,12 +19,13 @@ def test_the_defaults_are_the_papers_recipe():
         "cifar10", "resnet18", 1000, 1000, 10, 10000)
     assert (spec.epochs, spec.lr, spec.milestones, spec.stop_grad_epoch, spec.lpm_weight, spec.margin) == (
         200, 0.1, (160,), 120, 1.0, 1.0)
-    assert spec.precision == "fp32" and spec.channels_last is False
+    assert spec.precision == "auto" and spec.channels_last is True  # the fast path where the device has it
 
 
 def test_one_preset_table_with_a_labeling_preset():
     assert set(available_protocols()) == {
-        "paper", "quick", "fmnist-cpu", "fmnist-lt-cpu", "fmnist-paper", "ssl-paper", "labeling"}
+        "paper", "quick", "fmnist-cpu", "fmnist-lt-cpu", "fmnist-paper", "ssl-paper", "labeling", "detection-cpu",
+        "keypoints-cpu", "regression-cpu"}
     labeling = resolve_spec("labeling")
     assert labeling.stop_grad_epoch == 0 and labeling.reset == "reinit" and labeling.subset is None
     assert labeling.image_size == 32 and labeling.protocol == "labeling"
@@ -78,7 +79,11 @@ def test_stored_versus_requested_is_one_comparison():
     assert spec_differences(stored, spec.replace(device="cpu", data_dir="/elsewhere")) == []  # where it runs
     assert spec_differences(stored, spec.replace(epochs=5)) == ["epochs: stored 30, requested 5"]
     older = {key: value for key, value in stored.items() if key not in ("precision", "channels_last", "task")}
-    assert spec_differences(older, spec) == []  # a setting added later counts as its default
+    assert spec_differences(older, spec) == []  # a setting added later counts as what such runs ran with
+    paper = resolve_spec("paper").to_dict()
+    assert spec_differences({k: v for k, v in paper.items() if k not in ("precision", "channels_last")},
+                            resolve_spec("paper")) == [
+        "channels_last: stored False, requested True", "precision: stored 'fp32', requested 'auto'"]
     assert spec_differences(older, spec.replace(precision="bf16")) == ["precision: stored 'fp32', requested 'bf16'"]
 
 

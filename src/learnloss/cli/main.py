@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from learnloss.cli.boundary import EXIT_USAGE, guarded
+from learnloss.cpu_memory import keep_freed_memory
 from learnloss.errors import UsageError
 from learnloss.project.labelstudio import LabelStudioSetup
 
@@ -305,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 SETTINGS = (
     "dataset", "data_dir", "download", "model", "dropout", "layers", "initial", "query", "cycles", "subset", "epochs",
-    "batch_size", "lr", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "reset", "device", "task",
-    "precision", "channels_last", "drop_easy", "semi_epochs", "semi_lr", "semi_threshold", "semi_lpm_loss",
+    "batch_size", "optimizer", "lr", "milestones", "lpm_loss", "lpm_weight", "margin", "stop_grad_epoch", "reset", "device", "task",
+    "precision", "channels_last", "compile", "drop_easy", "semi_epochs", "semi_lr", "semi_threshold", "semi_lpm_loss",
     "semi_unlabeled", "semi_views",
 )
 """Setting flags shared by ``run``, ``bench`` and the overrides of a benchmark arm (as attribute names)."""
@@ -328,7 +329,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", type=_subset, help="M: unlabeled samples scored per cycle, or 'all'")
     parser.add_argument("--epochs", type=_positive_int, help="training epochs per cycle")
     parser.add_argument("--batch-size", type=_positive_int, help="mini-batch size")
-    parser.add_argument("--lr", type=_finite_float, help="SGD learning rate of the model and the LPM")
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop"],
+                        help="optimiser of the model and the LPM (sgd: the paper's; rmsprop: its pose recipe)")
+    parser.add_argument("--lr", type=_finite_float, help="learning rate of the model and the LPM")
     parser.add_argument("--milestones", type=_epochs_list, help="epochs where the LR drops ×0.1, e.g. 160")
     parser.add_argument("--lpm-loss", choices=["ranking", "logistic", "mse"],
                         help="ranking loss of the LPM: ranking (the paper's hinge), logistic (pairwise BCE) or mse")
@@ -338,10 +341,14 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset", choices=["warm", "reinit"], help="warm-start or re-initialise the model each cycle")
     parser.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--task", help="classification or regression (default: the dataset's own task)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
-                        help="autocast dtype of training, evaluation and scoring (default: fp32)")
-    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
-                        help="channels-last memory format for image models")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="autocast dtype of training, evaluation and scoring: auto is bf16 where the device "
+                        "computes it natively (recent GPUs, CPUs with AVX512-BF16 or AMX), else fp32")
+    parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last memory format for image models (default: from --protocol; on in the "
+                        "GPU-sized presets, off in the CPU ones)")
+    parser.add_argument("--compile", dest="compile", action="store_true", default=None,
+                        help="torch.compile the target model (pays back on long cycles only; see the README)")
     parser.add_argument("--drop-easy", type=_probability,
                         help="fraction of labeled samples with the lowest loss that the target model skips")
     semi = parser.add_argument_group("stage B (semi-supervised LPM; used by ssl-lpm)")
@@ -559,8 +566,12 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from learnloss.labeling.workflow import query_project
 
+    from learnloss.distributed import current
+
     outcome = query_project(args.project, args.k, args.strategy, args.device, progress=not args.quiet,
                             ls_document_root=args.ls_document_root, ls_url_prefix=args.ls_url_prefix)
+    if not current().is_main:  # under torchrun rank 0 alone prints
+        return 0
     how = "trained" if outcome.trained else "reused the checkpoint of the current labels"
     what = "queried" if outcome.new_query else "no new labels since the last query, so its open items are exported again:"
     print(f"cycle {outcome.cycle}: {how}; {what} {len(outcome.items)} items")
@@ -717,7 +728,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-DISTRIBUTED_COMMANDS = ("run",)
+DISTRIBUTED_COMMANDS = ("run", "query")
 """Commands that run under ``torchrun --nproc-per-node N`` as one distributed run (:mod:`learnloss.distributed`)."""
 
 
@@ -740,12 +751,13 @@ def _in_process_group(command: str, work: Callable[[], int]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``learnloss`` command; returns the exit code. Under ``torchrun`` (WORLD_SIZE > 1)
-    ``learnloss run`` joins the process group first (:mod:`learnloss.distributed`); each rank returns its own exit
+    ``learnloss run`` and ``learnloss query`` join the process group first (:mod:`learnloss.distributed`); each rank returns its own exit
     code, and torchrun fails when any rank does."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    keep_freed_memory()  # CPU passes reuse freed tensor memory (learnloss/cpu_memory.py; LEARNLOSS_MALLOC=system: off)
     commands = {"run": cmd_run, "bench": cmd_bench, "compare": cmd_compare, "init": cmd_init, "query": cmd_query,
                 "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
                 "predict": cmd_predict, "serve": cmd_serve, "add": cmd_add, "doctor": cmd_doctor, "backup": cmd_backup, "remove": cmd_remove}

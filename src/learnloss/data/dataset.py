@@ -37,7 +37,9 @@ class Dataset:
     The test split may be empty (a labeling project without labeled test items): nothing is evaluated then.
     ``task`` names the task the targets belong to (:func:`learnloss.tasks.build_task`): ``classification``
     targets are class indices ``(N,)`` into ``classes``; ``regression`` targets are float vectors ``(N, D)``
-    whose ``D`` components ``classes`` names.
+    whose ``D`` components ``classes`` names; ``detection`` targets are ``(N, M, 5)`` rows ``(class, x0, y0, x1,
+    y1)`` normalised to [0, 1] (padding rows ``(-1, 0, 0, 0, 0)``); ``keypoints`` targets are ``(N, K, 3)`` rows
+    ``(x, y, v)`` normalised, with COCO's visibility ``v`` and ``classes`` naming the ``K`` keypoints.
     """
 
     name: str
@@ -81,8 +83,9 @@ class Dataset:
 
     @property
     def num_outputs(self) -> int:
-        """Width of the model's output: the number of classes, or of regression target components."""
-        if self.task == "classification":
+        """Width of the model's output: the number of regression target components, else of ``classes`` (the
+        classes of classification and detection, the keypoints of a keypoint task: one heatmap each)."""
+        if self.task != "regression":
             return len(self.classes)
         return int(self.y_train.shape[1]) if self.y_train.dim() > 1 else 1
 

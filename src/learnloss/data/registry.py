@@ -15,11 +15,26 @@ imagefolder      ``data_dir/<class>/*`` images           uint8 (N, C, H, W)   pa
 npz              ``data_dir`` ``.npz`` file              as stored            pad min(H, W) // 8
 npy              ``data_dir`` folder of ``.npy`` files,  as stored            pad min(H, W) // 8
                  inputs memory-mapped (pools > memory)
+scenes           Fashion-MNIST glyphs on a canvas,       uint8 (N, 1, 64, 64) none (detection)
+                 generated once, cached in ``data_dir``
+digit-scenes     the same with scikit-learn's digits     uint8 (N, 1, 64, 64) none (detection)
+figures          rendered stick figures (14 keypoints),  uint8 (N, 1, 64, 64) none (keypoints)
+                 generated once, cached in ``data_dir``
+voc              ``data_dir`` Pascal VOC folder          uint8 (N, C, S, S)   none (detection)
+coco             ``data_dir`` COCO annotation JSON       uint8 (N, C, S, S)   none (detection or
+                 (images beside it)                                           keypoints)
 ================ ======================================= ==================== ==================
 
 ``fashion-mnist-lt`` keeps 6,000 / 3,596 / 2,156 / 1,292 / 774 / 464 / 278 / 166 / 100 / 60 training images of
 classes 0-9 (14,886 in all; an exponential profile of imbalance ratio 100, :mod:`learnloss.data.longtail`); its test split is the
 balanced 10,000.
+
+``scenes``, ``digit-scenes`` and ``figures`` are generated (4,000 training and 1,000 test images) the first time
+and cached as an ``.npz`` file in ``data_dir`` (default ``$LEARNLOSS_CACHE/<name>``, else
+``~/.cache/learnloss/<name>``); ``scenes`` reads the Fashion-MNIST files only then. ``voc`` and ``coco`` resize images
+to S = 128. Detection targets are float32 ``(N, M, 5)`` rows ``(class, x0, y0, x1, y1)`` normalised to [0, 1] and
+padded with ``(-1, 0, 0, 0, 0)`` (:mod:`learnloss.data.scenes`); keypoint targets float32 ``(N, K, 3)`` rows ``(x, y,
+v)`` with COCO's visibility (:mod:`learnloss.data.figures`).
 """
 
 from __future__ import annotations
@@ -30,8 +45,10 @@ from functools import partial
 from pathlib import Path
 
 from learnloss.data.cifar import load_cifar10, load_cifar100
+from learnloss.data.coco import load_coco
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.diabetes import load_diabetes
+from learnloss.data.figures import make_figures
 from learnloss.data.digits import load_digits
 from learnloss.data.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset
 from learnloss.data.imagefolder import load_imagefolder
@@ -39,8 +56,10 @@ from learnloss.data.locate import require_files
 from learnloss.data.longtail import long_tail
 from learnloss.data.npy import load_npy
 from learnloss.data.npz import load_npz
+from learnloss.data.scenes import make_scenes
 from learnloss.data.sources import SOURCES
 from learnloss.data.tiny_imagenet import load_tiny_imagenet
+from learnloss.data.voc import load_voc
 from learnloss.errors import UnknownNameError
 
 __all__ = ["available_datasets", "canonical_name", "load_dataset"]
@@ -71,6 +90,11 @@ _LOADERS: dict[str, Loader] = {
     "imagefolder": lambda data_dir, download: load_imagefolder(data_dir),
     "npz": lambda data_dir, download: load_npz(data_dir),
     "npy": lambda data_dir, download: load_npy(data_dir),
+    "scenes": lambda data_dir, download: make_scenes("fashion-mnist", data_dir=data_dir, download=download),
+    "digit-scenes": lambda data_dir, download: make_scenes("digits", data_dir=data_dir),
+    "figures": lambda data_dir, download: make_figures(data_dir=data_dir),
+    "voc": lambda data_dir, download: load_voc(data_dir),
+    "coco": lambda data_dir, download: load_coco(data_dir),
 }
 
 _ALIASES = {
@@ -82,6 +106,12 @@ _ALIASES = {
     "tinyimagenet": "tiny-imagenet",
     "tiny-imagenet-200": "tiny-imagenet",
     "image-folder": "imagefolder",
+    "fashion-mnist-scenes": "scenes",
+    "fmnist-scenes": "scenes",
+    "digits-scenes": "digit-scenes",
+    "stick-figures": "figures",
+    "pascal-voc": "voc",
+    "ms-coco": "coco",
 }
 
 
@@ -108,8 +138,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, down
 
     For file-backed datasets ``data_dir`` is searched first, then ``$LEARNLOSS_DATA``, ``~/.cache/learnloss/<name>``
     and system folders; missing files are downloaded into ``data_dir`` (default: the cache folder) when
-    ``download`` is true. ``imagefolder``, ``npz`` and ``npy`` read ``data_dir`` itself; ``digits`` and
-    ``diabetes`` ignore it.
+    ``download`` is true. ``imagefolder``, ``npz``, ``npy`` and ``voc`` read ``data_dir`` itself, ``coco`` the
+    annotation file it names; ``scenes``, ``digit-scenes`` and ``figures`` cache what they generate there;
+    ``digits`` and ``diabetes`` ignore it.
 
     Raises:
         UnknownNameError: ``name`` is not registered.

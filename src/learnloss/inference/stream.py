@@ -29,6 +29,7 @@ class Need(str, Enum):
     TRUE_LOSSES = "true_losses"
     LABELED_EMBEDDINGS = "labeled_embeddings"
     INPUTS = "inputs"  # the strategy runs passes of its own over each batch (MC dropout)
+    UNCERTAINTY = "uncertainty"  # the task's own uncertainty of each sample (Task.uncertainty)
 
 
 class BatchOutputs:
@@ -45,6 +46,10 @@ class BatchOutputs:
     @cached_property
     def probabilities(self) -> torch.Tensor:
         return self.view.task.probabilities(self.output)
+
+    @cached_property
+    def uncertainty(self) -> torch.Tensor:
+        return self.view.task.uncertainty(self.output)
 
     @cached_property
     def lpm_scores(self) -> torch.Tensor:

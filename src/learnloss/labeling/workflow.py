@@ -17,6 +17,7 @@ import sqlite3
 import tempfile
 import unicodedata
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from learnloss.active.oracle import HumanOracle
 from learnloss.atomic import atomic_write
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.image_source import ImageSource
+from learnloss.distributed import current
 from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.exports import (
@@ -43,7 +45,8 @@ from learnloss.runs.spec import RunSpec
 from learnloss.strategies import build_strategy
 
 __all__ = [
-    "COLORS", "EXPORT_FIELDS", "QueryOutcome", "add_items", "export_labels", "init_project", "project_dataset",
+    "COLORS", "EXPORT_FIELDS", "ProjectImages", "QueryOutcome", "add_items", "export_labels", "init_project",
+    "project_dataset", "project_images",
     "project_label_studio", "project_spec", "project_status", "query_project",
 ]
 
@@ -469,6 +472,61 @@ def project_spec(store: ProjectStore, strategy: str | None = None) -> RunSpec:
     return resolve_spec("labeling", {key: value for key, value in stored.items() if key in known and key != "protocol"})
 
 
+@dataclass(frozen=True)
+class ProjectImages:
+    """What a labeling project's dataset is made of, read from its store once (a plain, picklable value: under
+    ``torchrun`` rank 0 reads it and sends it to the other ranks). :meth:`dataset` opens the images."""
+
+    paths: list[Path]
+    """Every registered, unretired item's image, in the store's order."""
+    item_ids: list[int]
+    splits: list[str]
+    labels: dict[int, str]
+    classes: list[str]
+    mode: str
+    """PIL mode the images are read in: ``'L'`` or ``'RGB'``."""
+    size: int
+
+    def dataset(self) -> tuple[Dataset, list[int]]:
+        """The pool items with their labels (``-1``: unlabeled) and the labeled test items, as a dataset whose
+        images are decoded per batch, and the store's item id of each pool index (see :func:`project_dataset`)."""
+        labels, size = self.labels, self.size
+        class_index = {name: c for c, name in enumerate(self.classes)}
+        pool = [i for i, split in enumerate(self.splits) if split == "pool"]
+        test = [i for i, split in enumerate(self.splits) if split == "test" and self.item_ids[i] in labels]
+        pool_x = ImageSource([self.paths[i] for i in pool], self.mode, (size, size), resize=True)
+        test_x = ImageSource([self.paths[i] for i in test], self.mode, (size, size), resize=True)
+        test_y = torch.tensor([class_index[labels[self.item_ids[i]]] for i in test], dtype=torch.long)
+        pool_y = torch.tensor([class_index[labels[self.item_ids[i]]] if self.item_ids[i] in labels else -1
+                               for i in pool], dtype=torch.long)
+        height, width = pool_x.shape[2:]
+        dataset = Dataset("project", pool_x, pool_y, test_x, test_y, self.classes,
+                          AugmentSpec.for_unknown_images(height, width))
+        return dataset, [self.item_ids[i] for i in pool]
+
+
+def project_images(store: ProjectStore, spec: RunSpec, labels: dict[int, str] | None = None) -> ProjectImages:
+    """Read from the store what :func:`project_dataset` is made of; ``labels`` are the store's current labels
+    when the caller has read them already.
+
+    Raises:
+        UsageError: an image of the project is gone from its data root (naming how to restore or retire it).
+    """
+    root = Path(store.meta("data_root"))
+    rows = store.items_with_split()
+    locator = ItemLocator(root)
+    paths = [locator.find(source, f"item {item_id}") for item_id, source, _ in rows]
+    missing = [(item_id, source) for (item_id, source, _), path in zip(rows, paths) if not path.is_file()]
+    if missing:
+        ids = " ".join(str(item_id) for item_id, _ in missing[:20]) + (" …" if len(missing) > 20 else "")
+        raise UsageError(f"{len(missing)} image(s) of the project are gone from {root}, e.g. {missing[0][1]!r}; "
+                         f"restore them, or retire them with learnloss remove {store.project} {ids}")
+    return ProjectImages(
+        paths=paths, item_ids=[row[0] for row in rows], splits=[row[2] for row in rows],
+        labels=store.current_labels() if labels is None else labels, classes=store.classes(),
+        mode="L" if _project_color(store, root) == "grey" else "RGB", size=spec.image_size or 32)
+
+
 def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] | None = None
                     ) -> tuple[Dataset, list[int]]:
     """The project's images as a dataset — the pool items with their current labels (``-1``: unlabeled) and the
@@ -480,30 +538,7 @@ def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] |
     the rows a batch reads (in parallel, through a cache bounded in bytes), so memory does not grow with the
     number of images. The pool's channel statistics decode up to :data:`~learnloss.data.image_source.STATS_IMAGES`
     evenly spaced images once (every image of a smaller pool, which the cache then usually holds)."""
-    root = Path(store.meta("data_root"))
-    rows = store.items_with_split()
-    locator = ItemLocator(root)
-    paths = [locator.find(source, f"item {item_id}") for item_id, source, _ in rows]
-    missing = [(item_id, source) for (item_id, source, _), path in zip(rows, paths) if not path.is_file()]
-    if missing:
-        ids = " ".join(str(item_id) for item_id, _ in missing[:20]) + (" …" if len(missing) > 20 else "")
-        raise UsageError(f"{len(missing)} image(s) of the project are gone from {root}, e.g. {missing[0][1]!r}; "
-                         f"restore them, or retire them with learnloss remove {store.project} {ids}")
-    mode = "L" if _project_color(store, root) == "grey" else "RGB"
-    size = spec.image_size or 32
-    classes = store.classes()
-    labels = store.current_labels() if labels is None else labels
-    class_index = {name: c for c, name in enumerate(classes)}
-    pool = [i for i, row in enumerate(rows) if row[2] == "pool"]
-    test = [i for i, row in enumerate(rows) if row[2] == "test" and row[0] in labels]
-    pool_x = ImageSource([paths[i] for i in pool], mode, (size, size), resize=True)
-    test_x = ImageSource([paths[i] for i in test], mode, (size, size), resize=True)
-    test_y = torch.tensor([class_index[labels[rows[i][0]]] for i in test], dtype=torch.long)
-    pool_y = torch.tensor([class_index[labels[rows[i][0]]] if rows[i][0] in labels else -1 for i in pool],
-                          dtype=torch.long)
-    height, width = pool_x.shape[2:]
-    dataset = Dataset("project", pool_x, pool_y, test_x, test_y, classes, AugmentSpec.for_unknown_images(height, width))
-    return dataset, [rows[i][0] for i in pool]
+    return project_images(store, spec, labels).dataset()
 
 
 def project_label_studio(store: ProjectStore) -> LabelStudioSetup:
@@ -525,6 +560,11 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     is not recorded. ``ls_document_root`` or ``ls_url_prefix`` change where Label Studio finds the images (stored
     for later queries; :meth:`LabelStudioSetup.for_project`).
 
+    Under ``torchrun`` (:mod:`learnloss.distributed`) rank 0 alone opens the store: it reads the project and sends
+    the specification, the labels and the image list to the other ranks; every rank trains (DDP), scores its shard
+    of the pool and takes part in the selection, exactly as ``learnloss run`` does; rank 0 records the query and
+    writes the files, and every rank returns the same outcome.
+
     Raises:
         StoreBusyError: another query held the project beyond the timeout.
         UsageError: ``k`` is not positive, no pool item is labeled, or fewer than ``k`` are unlabeled.
@@ -532,33 +572,60 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
     """
     if k <= 0:
         raise UsageError(f"--k must be positive, got {k}")
-    with ProjectStore(project, kind="labeling") as store, store.exclusive("query"):
-        spec = project_spec(store, strategy).replace(device=device)
-        if ls_document_root is not None or ls_url_prefix is not None:
-            setup = LabelStudioSetup.for_project(store.meta("data_root"), ls_document_root, ls_url_prefix)
-            store.set_meta("label_studio", setup.to_meta())
-        classes = store.classes()
-        labels = store.current_labels()
-        last = store.last_cycle()
-        if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(labels):
-            outcome = _export(store, last["cycle"], classes, last["config"].get("strategy", spec.strategy), new=False)
-            size = len(store.query_items(last["cycle"], status=None))
-            if k != size:
-                outcome = replace(outcome, note=(
-                    f"--k {k} is not used: the open batch of cycle {last['cycle']} was queried with --k {size} and no "
-                    "label arrived since; import its labels first (learnloss label), then query again"))
-            return outcome
-        dataset, pool_ids = project_dataset(store, spec, labels)
+    dist = current()
+    with ExitStack() as stack:
+        held: list[ProjectStore] = []  # rank 0's: the store is its alone
+
+        def prepare() -> QueryOutcome | tuple[RunSpec, ProjectImages]:
+            store = stack.enter_context(ProjectStore(project, kind="labeling"))
+            stack.enter_context(store.exclusive("query"))
+            held.append(store)
+            spec = project_spec(store, strategy).replace(device=device)
+            if ls_document_root is not None or ls_url_prefix is not None:
+                setup = LabelStudioSetup.for_project(store.meta("data_root"), ls_document_root, ls_url_prefix)
+                store.set_meta("label_studio", setup.to_meta())
+            labels = store.current_labels()
+            last = store.last_cycle()
+            if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(labels):
+                return _reexport(store, last, k, spec)
+            images = project_images(store, spec, labels)
+            labeled = sum(item in labels for item, split in zip(images.item_ids, images.splits) if split == "pool")
+            if labeled == 0:
+                raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
+            unlabeled = images.splits.count("pool") - labeled
+            if unlabeled < k:
+                raise UsageError(f"only {unlabeled} pool items are unlabeled; lower --k")
+            return spec, images
+
+        prepared = dist.from_main(prepare, "rank 0 reading the project")
+        if isinstance(prepared, QueryOutcome):
+            return prepared
+        spec, images = prepared
+        dataset, pool_ids = images.dataset()
         labeled = int((dataset.y_train >= 0).sum())
-        if labeled == 0:
-            raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
-        if len(pool_ids) - labeled < k:
-            raise UsageError(f"only {len(pool_ids) - labeled} pool items are unlabeled; lower --k")
-        loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2, progress=progress)
-        journal = LabelingJournal(store, spec, classes, pool_ids, labels)
+        loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2,
+                          progress=progress and dist.is_main, dist=dist)
+        journal = LabelingJournal(held[0], spec, images.classes, pool_ids, images.labels) if held else None
         point = loop.begin(journal)
-        loop.step(journal.cycle, journal, trained=point.trained, query=True)
-        return _export(store, journal.cycle, classes, spec.strategy, new=True, trained=not journal.reused)
+        cycle = dist.broadcast(journal.cycle if journal is not None else 0, "sharing the cycle to query")
+        loop.step(cycle, journal, trained=point.trained, query=True)
+
+        def export() -> QueryOutcome:
+            assert journal is not None
+            return _export(held[0], cycle, images.classes, spec.strategy, new=True, trained=not journal.reused)
+
+        return dist.from_main(export, "rank 0 writing the query's files")
+
+
+def _reexport(store: ProjectStore, last: dict[str, Any], k: int, spec: RunSpec) -> QueryOutcome:
+    """The open batch of ``last`` (queried with the current labels) written again, with a note when ``k`` differs."""
+    outcome = _export(store, last["cycle"], store.classes(), last["config"].get("strategy", spec.strategy), new=False)
+    size = len(store.query_items(last["cycle"], status=None))
+    if k != size:
+        outcome = replace(outcome, note=(
+            f"--k {k} is not used: the open batch of cycle {last['cycle']} was queried with --k {size} and no "
+            "label arrived since; import its labels first (learnloss label), then query again"))
+    return outcome
 
 
 def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, new: bool,

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from torch import nn
 
 from learnloss.errors import LayerNotFoundError, UnknownNameError, UsageError
+from learnloss.models.detector import CenterNetFPN
+from learnloss.models.hourglass import HourglassNet
 from learnloss.models.mlp import MLP
 from learnloss.models.resnet import resnet
 from learnloss.models.small_cnn import SmallCNN
@@ -45,6 +47,8 @@ _MODELS: dict[str, ModelBuilder] = {
     "resnet152": _resnet_builder(152),
     "small-cnn": SmallCNN,
     "mlp": MLP,
+    "hourglass": HourglassNet,
+    "detector": CenterNetFPN,
 }
 
 

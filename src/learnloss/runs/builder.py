@@ -35,7 +35,7 @@ __all__ = ["STAGES", "build_loop", "build_stages", "semi_config", "train_config"
 def train_config(spec: RunSpec) -> TrainConfig:
     """The default training stage's settings of ``spec``."""
     return TrainConfig(
-        epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
+        epochs=spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
         weight_decay=spec.weight_decay, milestones=spec.milestones, gamma=spec.gamma, lpm_weight=spec.lpm_weight,
         margin=spec.margin, lpm_loss=spec.lpm_loss, stop_grad_epoch=spec.stop_grad_epoch, augment=spec.augment,
     )
@@ -124,5 +124,5 @@ def build_loop(
     return ActiveLearningLoop(
         model, dataset, strategy, loop_config, train_config(spec), task=task, oracle=oracle, device=device,
         progress=progress, stages=stages if stages is not None else build_stages(spec, strategy, progress),
-        precision=Precision(spec.precision, spec.channels_last), dist=dist,
+        precision=Precision(spec.precision, spec.channels_last, spec.compile), dist=dist,
     )

@@ -122,6 +122,7 @@ def run_experiment(
         "embedding_layer": loop.loop.embedding_layer,
         "lpm_attached": loop.view.learning_loss is not None,
         "device": str(loop.device),
+        "precision_used": loop.view.precision.dtype,
         "pool_size": len(loop.pool),
         "test_size": int(dataset.x_test.shape[0]),
         "input_shape": list(dataset.input_shape),

@@ -18,8 +18,10 @@ from typing import Any
 from learnloss.active.loop import RESET_POLICIES
 from learnloss.errors import UsageError
 from learnloss.inference.precision import PRECISIONS
+from learnloss.training.trainer import OPTIMIZERS
 
 __all__ = [
+    "LEGACY_VALUES",
     "LOCATION_SETTINGS",
     "PRECISIONS",
     "RESET_POLICIES",
@@ -33,6 +35,10 @@ __all__ = [
 #: Settings that say where a run executes and finds its data, not what it computes: a stored run may be resumed
 #: or counted as done with other values of these.
 LOCATION_SETTINGS = frozenset({"device", "data_dir", "download"})
+
+#: What a run stored before these settings existed ran with, where that is not today's default: the fast path
+#: (bf16 where native, channels-last) became the paper recipe's default after runs had been stored in fp32/NCHW.
+LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
 
 #: Stage B's settings (the semi-supervised LPM), read only by a run whose strategy asks for that stage.
 SEMI_SETTINGS = frozenset({"semi_epochs", "semi_lr", "semi_threshold", "semi_lpm_loss", "semi_unlabeled", "semi_views"})
@@ -75,7 +81,9 @@ class RunSpec:
     # training (Sec. 4.1)
     epochs: int = field(default=200, metadata=_doc("epochs per cycle"))
     batch_size: int = field(default=128, metadata=_doc("mini-batch size"))
-    lr: float = field(default=0.1, metadata=_doc("SGD learning rate of the model and the LPM"))
+    optimizer: str = field(default="sgd", metadata=_doc(
+        "optimiser of the model and the LPM: sgd (the paper's), adam or rmsprop (the paper's pose recipe)"))
+    lr: float = field(default=0.1, metadata=_doc("learning rate of the model and the LPM"))
     momentum: float = field(default=0.9, metadata=_doc("SGD momentum"))
     weight_decay: float = field(default=5e-4, metadata=_doc("SGD weight decay"))
     milestones: tuple[int, ...] = field(default=(160,), metadata=_doc("epochs where the LR is multiplied by gamma"))
@@ -99,8 +107,10 @@ class RunSpec:
         "stage B: augmentation draws run through the frozen model, the other epochs reuse them (None: every epoch)"))
     # where and how it runs
     device: str = field(default="auto", metadata=_doc("auto, cpu, cuda[:N] or mps"))
-    precision: str = field(default="fp32", metadata=_doc("autocast dtype: fp32 (none), bf16 or fp16"))
-    channels_last: bool = field(default=False, metadata=_doc("channels-last memory format for 4-D inputs"))
+    precision: str = field(default="auto", metadata=_doc(
+        "autocast dtype: auto (bf16 where the device computes it natively, else fp32), fp32 (none), bf16 or fp16"))
+    channels_last: bool = field(default=True, metadata=_doc("channels-last memory format for 4-D inputs"))
+    compile: bool = field(default=False, metadata=_doc("torch.compile the target model"))
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -147,7 +157,7 @@ class RunSpec:
             raise UsageError(f"--milestones must be epochs ≥ 0, got {list(self.milestones)}")
         if self.layers is not None and not self.layers:
             raise UsageError("--layers must name at least one layer")
-        for name, choices in (("reset", RESET_POLICIES), ("precision", PRECISIONS)):
+        for name, choices in (("reset", RESET_POLICIES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in choices:
                 raise UsageError(f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -188,9 +198,12 @@ class RunSpec:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], base: RunSpec | None = None) -> RunSpec:
         """A specification from :meth:`to_dict`'s form (keys that are not settings, such as the derived facts of a
-        ``results.json`` config, are ignored); settings it lacks come from ``base`` (the defaults if None)."""
+        ``results.json`` config, are ignored); settings it lacks come from ``base`` — if None, from
+        :data:`LEGACY_VALUES` (what a run stored before the setting existed ran with), else the defaults."""
         known = {item.name for item in fields(cls)}
         given = {key: value for key, value in values.items() if key in known}
+        if base is None:
+            given = {**{key: value for key, value in LEGACY_VALUES.items() if key not in given}, **given}
         return (base or cls()).replace(**from_json(given))
 
     def replace(self, **changes: Any) -> RunSpec:
@@ -235,12 +248,12 @@ def spec_differences(stored: Mapping[str, Any], requested: RunSpec) -> list[str]
     ``"name: stored X, requested Y"``; where runs execute (:data:`LOCATION_SETTINGS`) and settings the run never
     reads (:meth:`RunSpec.unused`) never count.
 
-    A setting the stored form lacks (it was written before the setting existed) counts as its default, so adding a
-    setting whose default reproduces the old behaviour keeps old runs resumable. The one comparison used by bench
+    A setting the stored form lacks (it was written before the setting existed) counts as what such runs ran with:
+    its :data:`LEGACY_VALUES` entry, else its default — so old runs stay resumable. The one comparison used by bench
     resume and ``run --resume``.
     """
     wanted = requested.comparable()
-    defaults = RunSpec().to_dict()
+    defaults = {**RunSpec().to_dict(), **LEGACY_VALUES}
     differ = []
     for key in sorted(wanted):
         have = stored.get(key, defaults[key])

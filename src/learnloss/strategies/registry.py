@@ -8,16 +8,17 @@ from learnloss.strategies.base import Strategy
 from learnloss.strategies.coreset import CoreSet
 from learnloss.strategies.diverse import DiverseSelection
 from learnloss.strategies.loss_ranking import LearningLossStrategy, TrueLoss
+from learnloss.strategies.mc_variance import MCVariance
 from learnloss.strategies.random import RandomSampling
 from learnloss.strategies.ssl_lpm import SSLLPM
 from learnloss.strategies.stochastic import StochasticBatchAcquisition
-from learnloss.strategies.uncertainty import Entropy, LeastConfidence, Margin
+from learnloss.strategies.uncertainty import Entropy, LeastConfidence, Margin, TaskUncertainty
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         RandomSampling, Entropy, LeastConfidence, Margin, CoreSet, LearningLossStrategy, TrueLoss, BaalBALD, BaalEntropy,
-        StochasticBatchAcquisition, DiverseSelection, Badge, SSLLPM,
+        StochasticBatchAcquisition, DiverseSelection, Badge, SSLLPM, TaskUncertainty, MCVariance,
     )
 }
 

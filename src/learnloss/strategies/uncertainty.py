@@ -62,3 +62,17 @@ class Margin(UncertaintyStrategy):
     def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
         top2 = probabilities.topk(2, dim=1).values
         return top2[:, 1] - top2[:, 0]
+
+
+class TaskUncertainty(ScoreStrategy):
+    """The task's own uncertainty baseline (:meth:`~learnloss.tasks.Task.uncertainty`): for classification the
+    predictive entropy (the same ranking as ``entropy``), for detection the class entropy of an image's
+    detections, for keypoints the heatmaps' lack of confidence — one name for "the uncertainty baseline" of
+    whatever task a run has, so a benchmark's arms read the same across tasks."""
+
+    name = "uncertainty"
+    needs = frozenset({Need.UNCERTAINTY})
+    score_meaning = "the task's own uncertainty of the prediction: higher = less certain"
+
+    def score(self, batch: BatchOutputs) -> torch.Tensor:
+        return batch.uncertainty

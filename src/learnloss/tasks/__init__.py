@@ -5,9 +5,11 @@ from __future__ import annotations
 from learnloss.errors import UnknownNameError
 from learnloss.tasks.base import Metric, Task
 from learnloss.tasks.classification import Accuracy, ClassificationTask
+from learnloss.tasks.detection import DetectionTask, MeanAP, MeanAP50
+from learnloss.tasks.keypoints import PCK, KeypointTask, MeanError
 from learnloss.tasks.regression import R2, RMSE, RegressionTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, RegressionTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassificationTask, RegressionTask, KeypointTask, DetectionTask)}
 
 
 def available_tasks() -> list[str]:
@@ -16,7 +18,7 @@ def available_tasks() -> list[str]:
 
 
 def build_task(name: str) -> Task:
-    """The task registered as ``name`` (``classification``, ``regression``)."""
+    """The task registered as ``name`` (``classification``, ``regression``, ``keypoints``, ``detection``)."""
     try:
         return TASKS[name]()
     except KeyError:
@@ -24,11 +26,17 @@ def build_task(name: str) -> Task:
 
 
 __all__ = [
+    "PCK",
     "R2",
     "RMSE",
     "TASKS",
     "Accuracy",
     "ClassificationTask",
+    "DetectionTask",
+    "MeanAP",
+    "MeanAP50",
+    "KeypointTask",
+    "MeanError",
     "Metric",
     "RegressionTask",
     "Task",

@@ -75,6 +75,16 @@ class Task(ABC):
             "(random, core-set, learning-loss)"
         )
 
+    def uncertainty(self, output: Any) -> torch.Tensor:
+        """The task's own uncertainty of each sample, ``(B,)``, higher = less certain: the per-task baseline the
+        ``uncertainty`` strategy ranks by (classification: the entropy of the class probabilities; detection:
+        the class entropy of the image's detections; keypoints: the heatmaps' lack of confidence). Tasks without
+        one refuse."""
+        raise UsageError(
+            f"task {self.name!r} has no uncertainty score of its own; choose random, core-set, learning-loss or, "
+            "with dropout in the model, mc-variance"
+        )
+
     def predict(self, output: Any) -> tuple[list[Any], list[float | None]]:
         """Each sample's prediction (as a JSON-ready value) and a confidence in it, or None where the task has
         no such notion."""

@@ -58,6 +58,11 @@ class ClassificationTask(Task):
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:
         return torch.softmax(output.float(), dim=1)
 
+    def uncertainty(self, output: torch.Tensor) -> torch.Tensor:
+        """Predictive entropy ``-Σ_k p_k log p_k`` of each sample (the ``entropy`` strategy's score)."""
+        probabilities = self.probabilities(output)
+        return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=1)
+
     def predict(self, output: Any) -> tuple[list[Any], list[float | None]]:
         probabilities = self.probabilities(output).cpu()
         confidence, index = probabilities.max(dim=1)

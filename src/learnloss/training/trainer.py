@@ -36,9 +36,11 @@ class TrainConfig:
     Attributes:
         epochs: training epochs per cycle.
         batch_size: mini-batch size.
-        lr: initial learning rate of SGD (model and LPM alike).
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        optimizer: ``sgd`` (the paper's classification and detection recipe), ``adam``, or ``rmsprop`` (the
+            paper's pose recipe: RMSprop at 2.5e-4 for the stacked hourglass, Yoo & Kweon, CVPR 2019, Sec. 4.3).
+        lr: initial learning rate (model and LPM alike).
+        momentum: SGD momentum (RMSprop's too; Adam ignores it).
+        weight_decay: weight decay.
         milestones: epochs at which the learning rate is multiplied by ``gamma``.
         gamma: learning-rate decay factor.
         lpm_weight: λ, the weight of the loss-prediction loss.
@@ -51,6 +53,7 @@ class TrainConfig:
 
     epochs: int = 200
     batch_size: int = 128
+    optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -74,6 +77,12 @@ class TrainConfig:
             raise UsageError(f"stop_grad_epoch must be ≥ 0 or None, got {self.stop_grad_epoch}")
         self.milestones = tuple(sorted(int(m) for m in self.milestones))
         get_lpm_loss(self.lpm_loss)  # fail early on an unknown name
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+
+
+#: The optimisers a training stage can use.
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
 
 @dataclass
@@ -96,11 +105,14 @@ class Trainer:
         self.lpm_loss = get_lpm_loss(config.lpm_loss)
 
     def make_optimizer(self, view: ModelView) -> torch.optim.Optimizer:
-        """SGD over the model and the LPM with the same settings (the paper's recipe)."""
+        """One optimiser over the model and the LPM with the same settings (the paper's recipe)."""
         params = [p for module in view.modules() for p in module.parameters() if p.requires_grad]
-        return torch.optim.SGD(
-            params, lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
-        )
+        config = self.config
+        if config.optimizer == "adam":
+            return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        if config.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
     def fit(
         self,
