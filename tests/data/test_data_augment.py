@@ -41,3 +41,4 @@ def test_same_generator_seed_same_augmentation_and_vectors_untouched():
     assert torch.equal(a, b)
     vectors = torch.randn(8, 10)
     assert augment_batch(vectors, spec) is vectors
+

@@ -260,6 +260,7 @@ class ActiveLearningLoop:
         self.oracle: Oracle = oracle or GroundTruthOracle(dataset.y_train)
         check_oracle(strategy, self.oracle)  # before the model is even moved: nothing trains for a refused query
         self.device = self.dist.device(torch.device(device))
+        self.dataset = dataset = dataset.resident_on(self.device)  # on an accelerator: no host round trip per step
         precision = (precision or Precision()).resolve(self.device)
         precision.check(self.device)
         self.pool = Pool(dataset.x_train.shape[0], self.task, dataset.y_train)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -97,6 +97,26 @@ class Dataset:
     @property
     def in_channels(self) -> int:
         return int(self.x_train.shape[1])
+
+    def resident_on(self, device: torch.device, free_bytes: int | None = None) -> Dataset:
+        """This dataset with its stored inputs moved to ``device`` — an accelerator — so that batches are gathered,
+        normalised and augmented there without a host round trip per step; kept as stored (``uint8`` images are a
+        quarter of float32). Inputs stay where they are on a CPU, for an :class:`ArraySource` (a pool read per
+        batch), and when they would take more than a quarter of ``free_bytes`` (the device's free memory, read
+        from CUDA when None). Targets stay on the host, where the pool and the oracle read them."""
+        if device.type == "cpu":
+            return self
+        arrays = (self.x_train, self.x_test)
+        if any(isinstance(x, ArraySource) for x in arrays):
+            return self
+        if free_bytes is None:
+            if device.type != "cuda":
+                return self
+            free_bytes = int(torch.cuda.mem_get_info(device)[0])
+        needed = sum(x.numel() * x.element_size() for x in arrays if isinstance(x, torch.Tensor))
+        if needed > free_bytes // 4:
+            return self
+        return replace(self, x_train=self.x_train.to(device), x_test=self.x_test.to(device))
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """Convert a batch of stored inputs to normalised float32 on the batch's device."""
