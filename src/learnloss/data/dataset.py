@@ -106,17 +106,17 @@ class Dataset:
         from CUDA when None). Targets stay on the host, where the pool and the oracle read them."""
         if device.type == "cpu":
             return self
-        arrays = (self.x_train, self.x_test)
-        if any(isinstance(x, ArraySource) for x in arrays):
+        x_train, x_test = self.x_train, self.x_test
+        if isinstance(x_train, ArraySource) or isinstance(x_test, ArraySource):
             return self
         if free_bytes is None:
             if device.type != "cuda":
                 return self
             free_bytes = int(torch.cuda.mem_get_info(device)[0])
-        needed = sum(x.numel() * x.element_size() for x in arrays if isinstance(x, torch.Tensor))
+        needed = sum(x.numel() * x.element_size() for x in (x_train, x_test))
         if needed > free_bytes // 4:
             return self
-        return replace(self, x_train=self.x_train.to(device), x_test=self.x_test.to(device))
+        return replace(self, x_train=x_train.to(device), x_test=x_test.to(device))
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """Convert a batch of stored inputs to normalised float32 on the batch's device."""
