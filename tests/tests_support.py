@@ -71,3 +71,29 @@ def write_file(folder: Path, name: str, content: str | bytes) -> Path:
     path = folder / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     return path
+
+
+def digits_project(tmp_path: Path, images: int = 150, labeled: int = 40) -> Path:
+    """A labeling project of the first ``images`` of scikit-learn's digits as greyscale PNGs (``imgNNN.png``), the
+    first ``labeled`` of them labeled by init."""
+    import csv
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from learnloss.labeling.workflow import init_project
+
+    digits = load_digits()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = []
+    for i in range(images):
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8), mode="L").save(folder / f"img{i:03d}.png")
+        if i < labeled:
+            rows.append((f"img{i:03d}.png", str(digits.target[i])))
+    seed = tmp_path / "seed.csv"
+    with open(seed, "w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "label"), *rows])
+    project = tmp_path / "project"
+    init_project(project, images=folder, classes=[str(c) for c in range(10)], labels=seed)
+    return project

@@ -20,6 +20,7 @@ from learnloss.project.store import ProjectStore
 from learnloss.runs.builder import build_loop
 from learnloss.runs.journal import restore_checkpoint
 from learnloss.runs.presets import resolve_spec
+from tests_support import digits_project
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -115,37 +116,12 @@ def test_a_killed_rank_fails_the_run_quickly_with_one_line(tmp_path):
     assert not (out / "results.json").exists()
 
 
-def _digits_project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A labeling project of 150 digit images (PNG), 40 of them labeled."""
-    import csv
-
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    from learnloss.labeling.workflow import init_project
-
-    digits = load_digits()
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rows = []
-    for i in range(150):
-        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8), mode="L").save(images / f"img{i:03d}.png")
-        if i < 40:
-            rows.append((f"img{i:03d}.png", str(digits.target[i])))
-    seed = tmp_path / "seed.csv"
-    with open(seed, "w", newline="") as handle:
-        csv.writer(handle).writerows([("path", "label"), *rows])
-    project = tmp_path / "project"
-    init_project(project, images=images, classes=[str(c) for c in range(10)], labels=seed)
-    return project, dict(rows)
-
-
 def test_two_processes_query_a_project_once_and_select_what_one_process_selects_for_the_same_weights(tmp_path):
     from learnloss.active.oracle import HumanOracle
     from learnloss.labeling.workflow import project_dataset, project_spec
     from learnloss.runs.journal import LabelingJournal
 
-    project, _ = _digits_project(tmp_path)
+    project = digits_project(tmp_path)
     run = subprocess.run([*TORCHRUN, "-m", "learnloss", "query", str(project), "--k", "10", "--device", "cpu",
                           "--quiet"], env=_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]

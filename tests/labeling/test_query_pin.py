@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 from sklearn.datasets import load_digits
 
-from learnloss.labeling.workflow import init_project, query_project
+from learnloss.labeling.workflow import query_project
 from learnloss.project.importer import import_labels
 from learnloss.project.store import ProjectStore
+from tests_support import digits_project
 
 FIRST = ["img133.png", "img050.png", "img043.png", "img110.png", "img111.png", "img103.png", "img120.png",
          "img125.png", "img068.png", "img054.png"]
@@ -34,19 +33,7 @@ def digits():
 
 
 def _project(tmp_path, digits):
-    images = tmp_path / "imgs"
-    images.mkdir()
-    rows = []
-    for i in range(150):
-        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8), mode="L").save(images / f"img{i:03d}.png")
-        if i < 40:
-            rows.append((f"img{i:03d}.png", str(digits.target[i])))
-    seed = tmp_path / "seed.csv"
-    with open(seed, "w", newline="") as handle:
-        csv.writer(handle).writerows([("path", "label"), *rows])
-    project = tmp_path / "project"
-    init_project(project, images=images, classes=[str(c) for c in range(10)], labels=seed)
-    return project
+    return digits_project(tmp_path)
 
 
 def test_query_selects_what_it_selected_before(tmp_path, digits):

@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.errors import UsageError
 from learnloss.strategies.base import QueryContext, ScoreStrategy
+from learnloss.strategies.mc_variance import check_mc_dropout
 
 #: MC-dropout samples per candidate (Baal's examples and Gal et al. 2017 use 20).
 MC_ITERATIONS = 20
@@ -61,11 +61,7 @@ class BaalStrategy(ScoreStrategy):
         self._heuristic = getattr(heuristics, self.heuristic)()
 
     def check(self, view: ModelView) -> None:
-        if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in view.model.modules()):
-            raise UsageError(
-                f"strategy {self.name} samples MC dropout, but the model has no dropout layer with p > 0; "
-                "build it with dropout (e.g. --dropout 0.3 for the bundled models)"
-            )
+        check_mc_dropout(self.name, view)
 
     @contextmanager
     def scoring(self, view: ModelView, context: QueryContext) -> Iterator[None]:

@@ -24,14 +24,24 @@ from learnloss.errors import UsageError
 from learnloss.inference import BatchOutputs, ModelView, Need
 from learnloss.strategies.base import QueryContext, ScoreStrategy
 
-__all__ = ["MCVariance"]
+__all__ = ["MCVariance", "check_mc_dropout", "dropout_layers"]
 
 #: Stochastic passes per candidate (Gal et al. 2017 use 20).
 MC_ITERATIONS = 20
 
 
-def _dropout_layers(model: nn.Module) -> list[nn.Module]:
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """The dropout layers of ``model`` that drop something (``p > 0``)."""
     return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def check_mc_dropout(strategy: str, view: ModelView) -> None:
+    """Refuse an MC-dropout strategy on a model without a dropout layer that drops something."""
+    if not dropout_layers(view.model):
+        raise UsageError(
+            f"strategy {strategy} samples MC dropout, but the model has no dropout layer with p > 0; "
+            "build it with dropout (e.g. --dropout 0.3 for the bundled models)"
+        )
 
 
 class MCVariance(ScoreStrategy):
@@ -52,17 +62,13 @@ class MCVariance(ScoreStrategy):
         self.iterations = iterations
 
     def check(self, view: ModelView) -> None:
-        if not _dropout_layers(view.model):
-            raise UsageError(
-                f"strategy {self.name} samples MC dropout, but the model has no dropout layer with p > 0; "
-                "build it with dropout (e.g. --dropout 0.3 for the bundled models)"
-            )
+        check_mc_dropout(self.name, view)
 
     @contextmanager
     def scoring(self, view: ModelView, context: QueryContext) -> Iterator[None]:
         """Dropout on (and only dropout), with masks drawn from the query's own seed."""
         device = next(view.model.parameters()).device
-        layers = _dropout_layers(view.model)
+        layers = dropout_layers(view.model)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
             torch.manual_seed(int(context.rng.integers(2**63 - 1)))
             modes = [layer.training for layer in layers]
@@ -74,7 +80,7 @@ class MCVariance(ScoreStrategy):
 
     def score(self, batch: BatchOutputs) -> torch.Tensor:
         model, task = batch.view.model, batch.view.task
-        for layer in _dropout_layers(model):
+        for layer in dropout_layers(model):
             layer.train()
         passes = [model(batch.inputs) for _ in range(self.iterations)]
         try:
