@@ -314,12 +314,14 @@ SETTINGS = (
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, tiny-imagenet, imagefolder, npz")
+    parser.add_argument("--dataset", help="digits, mnist, fashion-mnist, fashion-mnist-lt, cifar10, cifar100, tiny-imagenet, "
+                        "imagefolder, npz, npy, diabetes, scenes, digit-scenes, figures, voc, coco")
     parser.add_argument("--data-dir", help="folder (or .npz file) holding the dataset's files "
                         "(default: $LEARNLOSS_DATA, then ~/.cache/learnloss/DATASET)")
     parser.add_argument("--no-download", dest="download", action="store_false", default=None,
                         help="never download missing dataset files")
-    parser.add_argument("--model", help="resnet18, resnet34, resnet50, resnet101, resnet152, small-cnn, mlp (vector inputs)")
+    parser.add_argument("--model", help="resnet18, resnet34, resnet50, resnet101, resnet152, small-cnn, mlp (vector inputs), "
+                        "detector, hourglass")
     parser.add_argument("--dropout", type=_probability, help="dropout before the classifier (needed by baal-bald)")
     parser.add_argument("--layers", type=lambda s: [p for p in s.split(",") if p],
                         help="comma-separated layers for the LPM (default: the model's own)")
@@ -340,7 +342,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-grad-epoch", type=_stop_grad, help="epoch from which the LPM's gradient is cut, or 'never'")
     parser.add_argument("--reset", choices=["warm", "reinit"], help="warm-start or re-initialise the model each cycle")
     parser.add_argument("--device", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--task", help="classification or regression (default: the dataset's own task)")
+    parser.add_argument("--task", help="classification, regression, detection or keypoints (default: the dataset's own task)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                         help="autocast dtype of training, evaluation and scoring: auto is bf16 where the device "
                         "computes it natively (recent GPUs, CPUs with AVX512-BF16 or AMX), else fp32")
