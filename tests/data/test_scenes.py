@@ -12,8 +12,9 @@ from learnloss.data import load_dataset
 from learnloss.data import scenes as scenes_module
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.idx import FASHION_MNIST_CLASSES
+from learnloss.data.cache import cache_folder
 from learnloss.data.scenes import (
-    PAD_ROW, SceneSettings, cache_folder, generate_scenes, make_scenes, pad_objects, place_glyph, render_scene,
+    PAD_ROW, SceneSettings, generate_scenes, make_scenes, pad_objects, place_glyph, render_scene,
 )  # fmt: skip
 from learnloss.errors import DatasetNotFoundError, UsageError
 

@@ -48,7 +48,7 @@ import torch
 
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.limits import check_bytes
-from learnloss.data.scenes import cache_folder, cached_arrays, settings_key
+from learnloss.data.cache import cache_folder, cached_arrays, settings_key
 from learnloss.errors import UsageError
 
 __all__ = [
