@@ -97,3 +97,22 @@ def digits_project(tmp_path: Path, images: int = 150, labeled: int = 40) -> Path
     project = tmp_path / "project"
     init_project(project, images=folder, classes=[str(c) for c in range(10)], labels=seed)
     return project
+
+
+def tapped_outputs(model: nn.Module, names: tuple[str, ...] | list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The output of each module named in ``names`` for one forward pass of ``model`` on ``x``."""
+    modules = dict(model.named_modules())
+    outs: dict[str, torch.Tensor] = {}
+    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: outs.__setitem__(n, out)) for n in names]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outs
+
+
+def tapped_shapes(model: nn.Module, names: tuple[str, ...] | list[str], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of each named module's output for one forward pass without gradients."""
+    with torch.no_grad():
+        return {name: tuple(out.shape) for name, out in tapped_outputs(model, names, x).items()}

@@ -14,22 +14,7 @@ from learnloss.errors import UsageError
 from learnloss.models import default_taps, embedding_layer
 from learnloss.models.detector import OUTPUT_STRIDE, CenterNetFPN
 from learnloss.tasks.detection import DetectionTask
-
-
-def _tapped_shapes(model: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape)))
-        for n in names
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
+from tests_support import tapped_shapes
 
 
 @pytest.mark.parametrize(
@@ -67,7 +52,7 @@ def test_taps_are_the_pyramid_levels() -> None:
     assert model.default_taps == ("fpn.p2", "fpn.p3", "fpn.p4", "fpn.p5")
     assert model.embedding_layer == "fpn.p5" and model.embedding_layer in model.default_taps
     assert all(name in modules for name in model.default_taps)
-    shapes = _tapped_shapes(model, model.default_taps, torch.randn(3, 1, 64, 64))
+    shapes = tapped_shapes(model, model.default_taps, torch.randn(3, 1, 64, 64))
     assert shapes == {"fpn.p2": (3, 16, 16, 16), "fpn.p3": (3, 16, 8, 8), "fpn.p4": (3, 16, 4, 4),
                       "fpn.p5": (3, 16, 2, 2)}
     assert model.embedding_dim == 16

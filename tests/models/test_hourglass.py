@@ -15,6 +15,7 @@ from learnloss.errors import UsageError
 from learnloss.models import default_taps, embedding_layer
 from learnloss.models.hourglass import HourglassNet, hourglass_taps
 from learnloss.tasks.keypoints import KeypointTask
+from tests_support import tapped_outputs
 
 EPOCHS = 12  # of the short training run, 4 steps each: about 2 s on one core
 
@@ -30,18 +31,6 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _tapped(model: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    modules = dict(model.named_modules())
-    outs: dict[str, torch.Tensor] = {}
-    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: outs.__setitem__(n, out)) for n in names]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return outs
 
 
 @pytest.mark.parametrize(
@@ -74,7 +63,7 @@ def test_default_taps_and_embedding_layer() -> None:
     assert default_taps(model) == model.default_taps
     assert embedding_layer(model) == model.embedding_layer
     with torch.no_grad():
-        outs = _tapped(model, model.default_taps, torch.randn(3, 1, 64, 64))
+        outs = tapped_outputs(model, model.default_taps, torch.randn(3, 1, 64, 64))
     sizes = [tuple(outs[n].shape) for n in model.default_taps]
     assert sizes == [(3, 32, 2, 2), (3, 32, 4, 4), (3, 32, 8, 8), (3, 32, 16, 16)]
     assert model.embedding_dim == 32

@@ -10,18 +10,7 @@ from learnloss.data import load_dataset
 from learnloss.errors import UsageError
 from learnloss.models import MLP, build_model, default_taps, embedding_layer
 from learnloss.tasks import RegressionTask
-
-
-def _tapped(model: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    modules = dict(model.named_modules())
-    outs: dict[str, torch.Tensor] = {}
-    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: outs.__setitem__(n, out)) for n in names]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return outs
+from tests_support import tapped_outputs
 
 
 @pytest.mark.parametrize("in_features,num_outputs", [(10, 1), (3, 7)])
@@ -49,7 +38,7 @@ def test_default_taps_are_hidden_vectors(hidden: tuple[int, ...]) -> None:
     assert all(name in modules for name in taps)
     assert embedding_layer(model) == taps[-1]
     with torch.no_grad():
-        outs = _tapped(model, taps, torch.randn(3, 6))
+        outs = tapped_outputs(model, taps, torch.randn(3, 6))
     assert [tuple(outs[name].shape) for name in taps] == [(3, width) for width in hidden]
 
 

@@ -8,21 +8,7 @@ from torch import nn
 
 from learnloss.errors import UsageError
 from learnloss.models import RESNET_DEPTHS, BasicBlock, Bottleneck, ResNet, build_model, resnet
-
-
-def _tapped_shapes(model: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape)))
-        for n in names
-    ]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
+from tests_support import tapped_shapes
 
 
 @pytest.mark.parametrize("depth", sorted(RESNET_DEPTHS))
@@ -78,7 +64,7 @@ def test_default_taps_exist_and_have_cifar_shapes() -> None:
     assert all(name in modules for name in model.default_taps)
     assert model.embedding_layer == "layer4"
     with torch.no_grad():
-        shapes = _tapped_shapes(model, model.default_taps, torch.randn(2, 3, 32, 32))
+        shapes = tapped_shapes(model, model.default_taps, torch.randn(2, 3, 32, 32))
     assert shapes == {
         "layer1": (2, 64, 32, 32),
         "layer2": (2, 128, 16, 16),
@@ -90,14 +76,14 @@ def test_default_taps_exist_and_have_cifar_shapes() -> None:
 def test_bottleneck_taps_are_expanded() -> None:
     model = resnet(50, 3, 10).eval()
     with torch.no_grad():
-        shapes = _tapped_shapes(model, model.default_taps, torch.randn(1, 3, 32, 32))
+        shapes = tapped_shapes(model, model.default_taps, torch.randn(1, 3, 32, 32))
     assert [s[1] for s in shapes.values()] == [256, 512, 1024, 2048]
 
 
 def test_width_scales_stages() -> None:
     model = ResNet(BasicBlock, (1, 1, 1, 1), 3, 10, width=8).eval()
     with torch.no_grad():
-        shapes = _tapped_shapes(model, model.default_taps, torch.randn(1, 3, 16, 16))
+        shapes = tapped_shapes(model, model.default_taps, torch.randn(1, 3, 16, 16))
     assert [s[1] for s in shapes.values()] == [8, 16, 32, 64]
 
 

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from learnloss.errors import UsageError
 from learnloss.models import SmallCNN
-
-
-def _tapped(model: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    modules = dict(model.named_modules())
-    outs: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: outs.__setitem__(n, out)) for n in names
-    ]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return outs
+from tests_support import tapped_outputs
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 8, 8), (2, 1, 28, 28), (2, 3, 32, 32), (2, 3, 1, 1)])
@@ -40,7 +26,7 @@ def test_taps_exist_and_hidden_is_a_vector() -> None:
     assert model.embedding_layer == "hidden"
     assert all(n in modules for n in model.default_taps)
     with torch.no_grad():
-        outs = _tapped(model, model.default_taps, torch.randn(3, 1, 8, 8))
+        outs = tapped_outputs(model, model.default_taps, torch.randn(3, 1, 8, 8))
     assert outs["block1"].shape == (3, 8, 8, 8)
     assert outs["block2"].shape == (3, 16, 4, 4)
     assert outs["block3"].shape == (3, 32, 2, 2)
