@@ -17,6 +17,8 @@ import json
 import statistics
 from pathlib import Path
 
+from learnloss.reports.paired import paired_difference
+
 
 def aubcs(folder: Path, arm: str) -> dict[int, float]:
     found = {}
@@ -40,13 +42,13 @@ def main() -> None:
         seeds = sorted(changed.keys() & baseline.keys())
         if not seeds:
             continue
-        diffs = []
         for seed in seeds:
-            diffs.append(changed[seed] - baseline[seed])
-            print(f"{arm:<16} {seed:>4} {baseline[seed]:>9.4f} {changed[seed]:>9.4f} {diffs[-1]:>+8.4f}")
+            print(f"{arm:<16} {seed:>4} {baseline[seed]:>9.4f} {changed[seed]:>9.4f} "
+                  f"{changed[seed] - baseline[seed]:>+8.4f}")
+        difference = paired_difference(changed, baseline)
         spread = statistics.pstdev([baseline[s] for s in seeds])
-        summary.append(f"{arm}: {len(seeds)} paired seeds, AUBC difference {statistics.mean(diffs):+.4f} ± "
-                       f"{statistics.pstdev(diffs):.4f} (baseline's seed std {spread:.4f})")
+        summary.append(f"{arm}: {len(seeds)} paired seeds, AUBC difference {difference.mean:+.4f} ± "
+                       f"{difference.std:.4f} (baseline's seed std {spread:.4f})")
     print("\n" + "\n".join(summary))
 
 

@@ -487,6 +487,12 @@ class ProjectImages:
     """PIL mode the images are read in: ``'L'`` or ``'RGB'``."""
     size: int
 
+    def pool_counts(self) -> tuple[int, int]:
+        """How many pool items are labeled, and how many are not."""
+        pool = [item for item, split in zip(self.item_ids, self.splits) if split == "pool"]
+        labeled = sum(item in self.labels for item in pool)
+        return labeled, len(pool) - labeled
+
     def dataset(self) -> tuple[Dataset, list[int]]:
         """The pool items with their labels (``-1``: unlabeled) and the labeled test items, as a dataset whose
         images are decoded per batch, and the store's item id of each pool index (see :func:`project_dataset`)."""
@@ -589,10 +595,9 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
             if last is not None and last["status"] == "queried" and last["label_fingerprint"] == label_fingerprint(labels):
                 return _reexport(store, last, k, spec)
             images = project_images(store, spec, labels)
-            labeled = sum(item in labels for item, split in zip(images.item_ids, images.splits) if split == "pool")
+            labeled, unlabeled = images.pool_counts()
             if labeled == 0:
                 raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
-            unlabeled = images.splits.count("pool") - labeled
             if unlabeled < k:
                 raise UsageError(f"only {unlabeled} pool items are unlabeled; lower --k")
             return spec, images
@@ -602,7 +607,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
             return prepared
         spec, images = prepared
         dataset, pool_ids = images.dataset()
-        labeled = int((dataset.y_train >= 0).sum())
+        labeled, _ = images.pool_counts()
         loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2,
                           progress=progress and dist.is_main, dist=dist)
         journal = LabelingJournal(held[0], spec, images.classes, pool_ids, images.labels) if held else None

@@ -13,6 +13,7 @@ import torch
 
 from learnloss.inference import BatchOutputs, Need
 from learnloss.strategies.base import ScoreStrategy
+from learnloss.tasks.classification import entropy
 
 
 class UncertaintyStrategy(ScoreStrategy):
@@ -37,7 +38,7 @@ class Entropy(UncertaintyStrategy):
 
     @staticmethod
     def uncertainty(probabilities: torch.Tensor) -> torch.Tensor:
-        return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=1)
+        return entropy(probabilities)
 
 
 class LeastConfidence(UncertaintyStrategy):

@@ -30,6 +30,11 @@ class Accuracy(Metric):
         return self.correct / self.total if self.total else float("nan")
 
 
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Predictive entropy ``-Σ_k p_k log p_k`` of each row of ``(B, K)`` probabilities, in nats."""
+    return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=1)
+
+
 class ClassificationTask(Task):
     """Multi-class classification from logits ``(B, K)`` and integer class targets ``(B,)`` (``-1``: unknown)."""
 
@@ -59,9 +64,8 @@ class ClassificationTask(Task):
         return torch.softmax(output.float(), dim=1)
 
     def uncertainty(self, output: torch.Tensor) -> torch.Tensor:
-        """Predictive entropy ``-Σ_k p_k log p_k`` of each sample (the ``entropy`` strategy's score)."""
-        probabilities = self.probabilities(output)
-        return -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=1)
+        """Predictive entropy of each sample (:func:`entropy`, the ``entropy`` strategy's score)."""
+        return entropy(self.probabilities(output))
 
     def predict(self, output: Any) -> tuple[list[Any], list[float | None]]:
         probabilities = self.probabilities(output).cpu()
