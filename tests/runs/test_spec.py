@@ -8,7 +8,7 @@ import pytest
 
 from learnloss.cli.main import main
 from learnloss.errors import UnknownNameError, UsageError
-from learnloss.runs.presets import PRESETS, available_protocols, resolve_spec
+from learnloss.runs.presets import LABELING_PRESETS, PRESETS, available_protocols, resolve_spec
 from learnloss.runs.spec import RunSpec, spec_differences
 
 
@@ -25,7 +25,12 @@ def test_the_defaults_are_the_papers_recipe():
 def test_one_preset_table_with_a_labeling_preset():
     assert set(available_protocols()) == {
         "paper", "quick", "fmnist-cpu", "fmnist-lt-cpu", "fmnist-paper", "ssl-paper", "labeling", "detection-cpu",
-        "keypoints-cpu", "regression-cpu"}
+        "keypoints-cpu", "regression-cpu", "labeling-detection", "labeling-keypoints"}
+    assert set(LABELING_PRESETS.values()) == {"labeling", "labeling-detection", "labeling-keypoints"}
+    for task, protocol in LABELING_PRESETS.items():  # each task's project trains that task's bundled model
+        spec = resolve_spec(protocol)
+        assert spec.dataset == "project" and (spec.task or "classification") == task and spec.reset == "reinit"
+    assert resolve_spec("labeling-keypoints").lpm_weight == 1e-4  # the paper's pose-estimation λ
     labeling = resolve_spec("labeling")
     assert labeling.stop_grad_epoch == 0 and labeling.reset == "reinit" and labeling.subset is None
     assert labeling.image_size == 32 and labeling.protocol == "labeling"

@@ -177,10 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     source = init.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="image folder: class-per-folder, or flat (then give --classes)")
     source.add_argument("--manifest", type=Path, help="CSV with path[,label][,split]; paths relative to its folder")
-    init.add_argument("--classes", type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
-                      help="comma-separated class names (default: the class folders or manifest labels)")
-    init.add_argument("--labels", type=Path, help="initial labels: CSV, JSON or Label Studio export")
-    init.add_argument("--model", help="small-cnn or a resnet (default: small-cnn)")
+    init.add_argument("--task", choices=["classification", "detection", "keypoints"], default="classification",
+                      help="what a label holds: a class per image, boxes of --classes, or the --keypoints of one figure")
+    init.add_argument("--classes", type=_names,
+                      help="comma-separated class names (default: the class folders or manifest labels); detection: "
+                      "the object classes")
+    init.add_argument("--keypoints", type=_names, help="keypoints task: the keypoint names, in order, comma-separated")
+    init.add_argument("--skeleton", type=_edges, help="keypoints task: joined keypoints, e.g. head-neck,neck-hip")
+    init.add_argument("--category", help="keypoints task: what the figures are (default: person)")
+    init.add_argument("--labels", type=Path, help="initial labels: CSV, JSON or Label Studio export; detection and "
+                      "keypoints: Label Studio's JSON export or COCO JSON")
+    init.add_argument("--model", help="small-cnn or a resnet (default: small-cnn; detector for detection, hourglass "
+                      "for keypoints)")
     init.add_argument("--image-size", type=_positive_int, help="images are resized to this square size (default: 32)")
     init.add_argument("--epochs", type=_positive_int, help="training epochs per query (default: 30)")
     init.add_argument("--strategy", help="the project's query strategy (default: learning-loss)")
@@ -239,9 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("project", type=Path)
     status.add_argument("--json", action="store_true", help="print JSON")
 
-    export = commands.add_parser("export", help="every label with its provenance, as CSV or JSON")
+    export = commands.add_parser("export", help="every label with its provenance (CSV, JSON), or the current labels "
+                                 "as COCO JSON or Label Studio tasks")
     export.add_argument("project", type=Path)
     export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.json")
+    export.add_argument("--format", choices=["csv", "json", "coco", "labelstudio"],
+                        help="csv or json: the label history (default: by the file's suffix); coco: COCO JSON; "
+                        "labelstudio: Label Studio tasks with their annotations")
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate the latest checkpoint of a run or labeling project on a test split",
@@ -541,13 +553,30 @@ def _print_label_studio(setup: LabelStudioSetup, config: Path | None = None, tas
         print(line)
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _edges(text: str) -> list[tuple[str, str]]:
+    """A skeleton: comma-separated ``a-b`` pairs of keypoint names."""
+    edges = []
+    for part in _names(text):
+        a, dash, b = part.partition("-")
+        if not dash or not a.strip() or not b.strip():
+            raise argparse.ArgumentTypeError(f"a skeleton edge is two keypoint names joined by '-', got {part!r}")
+        edges.append((a.strip(), b.strip()))
+    return edges
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from learnloss.labeling.workflow import init_project
 
     settings = {key: getattr(args, key) for key in ("model", "image_size", "epochs", "strategy", "seed")}
     counts = init_project(args.project, images=args.images, manifest=args.manifest, classes=args.classes,
                           labels=args.labels, settings={k: v for k, v in settings.items() if v is not None},
-                          color=args.color, ls_document_root=args.ls_document_root, ls_url_prefix=args.ls_url_prefix)
+                          color=args.color, ls_document_root=args.ls_document_root, ls_url_prefix=args.ls_url_prefix,
+                          task=args.task, keypoints=args.keypoints, skeleton=args.skeleton, category=args.category)
     print(f"created {args.project}: {counts['pool']} pool and {counts['test']} test images, {counts['labeled']} labeled")
     print(f"colour: {counts['color']} ({counts['converted']} image(s) converted)")
     for line in counts["skipped"]:
@@ -590,11 +619,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from learnloss.project.importer import import_labels
-    from learnloss.project.store import ProjectStore
+    from learnloss.labeling.workflow import label_project
 
-    with ProjectStore(args.project, kind="labeling", check="full") as store:
-        summary = import_labels(store, args.file, relabel=args.relabel)
+    summary = label_project(args.project, args.file, relabel=args.relabel)
     print(f"{summary.file}: {summary.added} added, {summary.relabeled} relabeled, {summary.unchanged} already stored"
           + (f", {len(summary.skipped)} skipped" if summary.skipped else ""))
     for line in summary.skipped:
@@ -644,18 +671,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     status = project_status(args.project)
     for cycle in status["cycles"]:  # a metric a cycle lacks is null in JSON, n/a in text (as a NaN one is)
-        for key in ("test_accuracy", "lpm_ranking_accuracy"):
+        keys = ("test_accuracy",) if status["task"] == "classification" else ()
+        for key in (*keys, "lpm_ranking_accuracy"):
             cycle.setdefault(key, None)
     if args.json:
         print(dumps(status, indent=2))
         return 0
     counts = status["counts"]
-    print(f"{status['project']} (images in {status['data_root']}); classes: {', '.join(status['classes'])}")
+    names = "keypoints" if status["task"] == "keypoints" else "classes"
+    task = "" if status["task"] == "classification" else f"{status['task']}; "
+    print(f"{status['project']} (images in {status['data_root']}); {task}{names}: {', '.join(status['classes'])}")
     print(f"pool {counts['pool']}, test {counts['test']}, labeled {counts['labeled']} ({counts['relabels']} relabels), "
           f"{counts['imports']} imports, {counts['cycles']} cycles")
     for cycle in status["cycles"]:
-        print(f"  cycle {cycle['cycle']} ({cycle['status']}): {cycle.get('n_labeled')} labels, "
-              f"test accuracy {_metric(cycle.get('test_accuracy'))}, "
+        tests = [key for key in cycle if key.startswith("test_")] or ["test_accuracy"]
+        metrics = ", ".join(f"test {key[5:].replace('_', ' ')} {_metric(cycle.get(key))}" for key in tests)
+        print(f"  cycle {cycle['cycle']} ({cycle['status']}): {cycle.get('n_labeled')} labels, {metrics}, "
               f"LPM ranking accuracy {_metric(cycle.get('lpm_ranking_accuracy'))}")
     for cycle, count in status["open_queries"].items():
         print(f"  open: {count} items queried in cycle {cycle}")
@@ -665,7 +696,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from learnloss.labeling.workflow import export_labels
 
-    count = export_labels(args.project, args.out)
+    count = export_labels(args.project, args.out, args.format)
     print(f"wrote {count} labels to {args.out}")
     return 0
 

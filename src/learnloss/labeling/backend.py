@@ -8,7 +8,8 @@ events; ``START_TRAINING`` from the *Start training* button); older versions pos
 task. :class:`LabelStudioBackend` implements that protocol without a web framework — :mod:`learnloss.serve` puts it
 behind one — so every answer is a plain dictionary and every refusal a :class:`BackendError` with its HTTP status.
 
-* **predict** answers each task with the model's predicted class as a ``choices`` result and, as the prediction's
+* **predict** answers each task with the model's predicted class as a ``choices`` result (in a detection or
+  keypoints project: its boxes or keypoints as regions, :mod:`learnloss.project.annotations`) and, as the prediction's
   ``score``, the strategy's score of the item (:attr:`~learnloss.strategies.base.Strategy.score_meaning`; the LPM's
   predicted loss for ``learning-loss``), so sorting the Data Manager by prediction score, descending, puts first what
   the strategy would query first. A task names its item by ``data.learnloss_id`` (tasks learnloss wrote) or by its
@@ -30,6 +31,7 @@ import hashlib
 import json
 import logging
 import threading
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ import torch
 from learnloss.data.images import read_images
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.inference import BatchOutputs, stream
+from learnloss.project.annotations import LABEL_CONTROL
 from learnloss.project.importer import ImportSummary, LabelFileError, LabelRow, apply_label_rows
 from learnloss.project.labelstudio import (
     CONFIG_FROM_NAME, CONFIG_TO_NAME, ChoicesControl, LabelStudioSetup, choices_control,
@@ -131,6 +134,7 @@ class LabelStudioBackend:
         self._query = query
         with ProjectStore(self.project, kind="labeling") as store:
             self.classes = store.classes()
+            self.schema = store.annotation_schema()
             self.setup_ls = LabelStudioSetup.from_meta(store.meta("data_root"), store.meta("label_studio"))
             self.data_root = Path(store.meta("data_root"))
             self._strategy_name = config.strategy or self._reader.spec(store).strategy
@@ -266,6 +270,8 @@ class LabelStudioBackend:
         return {"model_version": self.model_version}
 
     def _check_config(self, config: str) -> ChoicesControl:
+        if not self.schema.classes:
+            return self._check_regions(config)
         try:
             control = choices_control(config)
         except UsageError as error:
@@ -278,6 +284,26 @@ class LabelStudioBackend:
                                                              f"unknown {', '.join(extra)}" if extra else "") if part)
                                + f"); use the labeling configuration {self.project / 'exports' / 'labelstudio-config.xml'}")
         return control
+
+    def _check_regions(self, config: str) -> ChoicesControl:
+        """The control of a detection or keypoints configuration (``RectangleLabels`` / ``KeyPointLabels``), checked
+        to label this project's classes or keypoints."""
+        tag = "RectangleLabels" if self.schema.task == "detection" else "KeyPointLabels"
+        advice = f"use the labeling configuration {self.project / 'exports' / 'labelstudio-config.xml'}"
+        try:
+            root = ElementTree.fromstring(config)
+        except ElementTree.ParseError as error:
+            raise BackendError(400, f"the labeling configuration is not valid XML ({error})") from None
+        controls = [element for element in root.iter() if element.tag == tag]
+        if len(controls) != 1 or not controls[0].get("name") or not controls[0].get("toName"):
+            raise BackendError(400, f"the labeling configuration needs exactly one <{tag}> control with a name and a "
+                               f"toName for this {self.schema.task} project; {advice}")
+        control = controls[0]
+        labels = tuple(value for element in control.iter("Label") if (value := element.get("value")) is not None)
+        if {nfc(name) for name in labels} != {nfc(name) for name in self.schema.names}:
+            raise BackendError(400, f"the Label Studio project's <{tag}> labels ({', '.join(labels)}) are not this "
+                               f"project's ({', '.join(self.schema.names)}); {advice}")
+        return ChoicesControl(str(control.get("name")), str(control.get("toName")), labels)
 
     def predict(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /predict``: one prediction per task, in order: the predicted class and the strategy's score."""
@@ -310,9 +336,14 @@ class LabelStudioBackend:
             with self._score_lock:
                 predictions, confidences, scores = self._score(model, [str(paths[i]) for i in chunk])
             for i, prediction, confidence, score in zip(chunk, predictions, confidences, scores):
-                result = {"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
-                          "value": {"choices": [prediction]}}
-                entry: dict[str, Any] = {"result": [result], "model_version": model.version}
+                if self.schema.classes:
+                    found = [{"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
+                              "value": {"choices": [prediction]}}]
+                else:  # boxes or keypoints as regions, named by the project's configuration
+                    found = [{**region, "from_name": control.from_name, "to_name": control.to_name}
+                             if region["from_name"] == LABEL_CONTROL else region
+                             for region in self.schema.label_studio_results(json.loads(prediction), True, "p")]
+                entry: dict[str, Any] = {"result": found, "model_version": model.version}
                 if score is not None and np.isfinite(score):
                     entry["score"] = float(score)
                 results[i] = entry
@@ -343,7 +374,7 @@ class LabelStudioBackend:
         with strategy.scoring(loop.view, context):
             order, kept = stream(loop.view, loop.eval_batches(images, None, np.arange(len(paths))), collect)
         scores = dict(zip(order.tolist(), kept["score"].tolist())) if "score" in kept else {}
-        names = [self.classes[int(predictions[i][0])] for i in range(len(paths))]
+        names = [self.schema.prediction(predictions[i][0]) for i in range(len(paths))]
         return names, [predictions[i][1] for i in range(len(paths))], [scores.get(i) for i in range(len(paths))]
 
     def score_meaning(self) -> str:
@@ -414,6 +445,9 @@ class LabelStudioBackend:
             if annotation.get("was_cancelled"):
                 skipped.append(f"{where}: skipped in Label Studio (cancelled)")
                 continue
+            if not self.schema.classes:
+                self._target_row(ident, path, annotation.get("result"), where, rows, skipped, problems)
+                continue
             choice = self._choice(annotation.get("result"), where, problems)
             if choice is None:
                 if not problems or not problems[-1].startswith(where):
@@ -438,6 +472,25 @@ class LabelStudioBackend:
         log.info("%s: %d added, %d relabeled, %d unchanged%s", name, summary.added, summary.relabeled,
                  summary.unchanged, f"; skipped: {'; '.join(summary.skipped)}" if summary.skipped else "")
         return summary
+
+    def _target_row(self, ident: int | None, path: str | None, results: Any, where: str, rows: list[LabelRow],
+                    skipped: list[str], problems: list[str]) -> None:
+        """The boxes or keypoints of one annotation as a row (an annotation without a box labels an image holding
+        no object; one without a keypoint is skipped)."""
+        if not isinstance(results, list):
+            problems.append(f"{where}: the annotation's 'result' must be a list")
+            return
+        target = self.schema.from_label_studio(results, where, problems)
+        if target is None:
+            return
+        if self.schema.task == "keypoints" and not target["keypoints"]:
+            skipped.append(f"{where}: no keypoint")
+            return
+        if ident is None and path is None:
+            problems.append(f"{where}: the task names no item (no data.learnloss_id, and its image URL is not under "
+                            f"{self.setup_ls.url_prefix})")
+            return
+        rows.append(LabelRow(where, ident, path, None, target))
 
     def _choice(self, results: Any, where: str, problems: list[str]) -> str | None:
         if not isinstance(results, list):

@@ -11,12 +11,13 @@ labels.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import tempfile
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,19 +35,20 @@ from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.exports import (
     QueriedItem, file_sha256, read_table, unescape_cell, write_csv, write_json, write_query_batch,
 )
-from learnloss.project.importer import import_labels
-from learnloss.project.labelstudio import LabelStudioSetup, label_studio_config
+from learnloss.project.annotations import PROJECT_TASKS, AnnotationSchema
+from learnloss.project.importer import ImportSummary, import_labels
+from learnloss.project.labelstudio import LabelStudioSetup
 from learnloss.project.paths import AmbiguousNameError, ItemLocator, UnsafePathError, name_problem, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 from learnloss.runs.builder import build_loop
 from learnloss.runs.journal import LabelingJournal, label_fingerprint
-from learnloss.runs.presets import resolve_spec
+from learnloss.runs.presets import LABELING_PRESETS, resolve_spec
 from learnloss.runs.spec import RunSpec
 from learnloss.strategies import build_strategy
 
 __all__ = [
-    "COLORS", "EXPORT_FIELDS", "ProjectImages", "QueryOutcome", "add_items", "export_labels", "init_project",
-    "project_dataset", "project_images",
+    "COLORS", "EXPORT_FIELDS", "EXPORT_FORMATS", "ProjectImages", "QueryOutcome", "add_items", "export_labels",
+    "image_sizes", "init_project", "label_project", "project_dataset", "project_images",
     "project_label_studio", "project_spec", "project_status", "query_project",
 ]
 
@@ -98,19 +100,23 @@ def _split(where: str, message: str) -> _Problem:
     return (where, message[len(where) + 2:]) if message.startswith(where + ": ") else ("", message)
 
 
-def _scan_folder(root: Path, folder: Path, layout: bool, registered: frozenset[str] = frozenset()
-                 ) -> tuple[list[_Entry], list[_Problem], int]:
+def _scan_folder(root: Path, folder: Path, layout: bool, registered: frozenset[str] = frozenset(),
+                 classes: bool = True) -> tuple[list[_Entry], list[_Problem], int]:
     """The images under ``folder`` (inside ``root``) as entries named relative to ``root``, the names that cannot
     be items, and how many images were skipped as ``registered`` already. With ``layout``, a class-per-folder tree
     (``<class>/*``, optionally under ``train/`` and ``test/``) gives labels; any other layout gives unlabeled pool
-    items."""
+    items. Without ``classes`` (a project of boxes or keypoints) folders give no labels, and ``train/`` and
+    ``test/`` at the top still give the split."""
     images = list_images(folder)
     if not images:
         raise UsageError(f"no images found under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     relative = [image.relative_to(folder) for image in images]
     top = {r.parts[0] for r in relative}
     found: list[tuple[str | None, str]]
-    if layout and top <= {"train", "test"} and all(len(r.parts) == 3 for r in relative):
+    if layout and not classes:
+        split_by_top = top <= {"train", "test"} and all(len(r.parts) >= 2 for r in relative)
+        found = [(None, ("pool" if r.parts[0] == "train" else "test") if split_by_top else "pool") for r in relative]
+    elif layout and top <= {"train", "test"} and all(len(r.parts) == 3 for r in relative):
         found = [(r.parts[1], "pool" if r.parts[0] == "train" else "test") for r in relative]
     elif layout and all(len(r.parts) == 2 for r in relative):
         found = [(r.parts[0], "pool") for r in relative]
@@ -262,6 +268,52 @@ def _register(store: ProjectStore, db: sqlite3.Connection, entries: Sequence[_En
     store.add_labels(db, [LabelRecord(ids[e.path], class_names[e.label], source) for e in entries if e.label])
 
 
+#: Why a manifest row of a project of boxes or keypoints may not carry a label.
+_NO_LABEL_COLUMN = ("a {task} project takes its labels from --labels or learnloss label (Label Studio's JSON export "
+                    "or COCO JSON), not from the manifest; leave the label column empty")
+
+
+def _init_schema(task: str, classes: list[str] | None, keypoints: list[str] | None,
+                 skeleton: list[tuple[str, str]] | None, category: str | None) -> AnnotationSchema:
+    """The schema of a new project of ``task`` (for classification, the classes are settled once the sources are
+    read); every name checked as class names are."""
+    if task not in PROJECT_TASKS:
+        raise UsageError(f"--task must be one of {', '.join(PROJECT_TASKS)}, got {task!r}")
+    if task != "keypoints" and (keypoints or skeleton or category):
+        raise UsageError("--keypoints, --skeleton and --category belong to --task keypoints")
+    if task == "classification":
+        return AnnotationSchema("classification", ("?", "?"))  # a placeholder until the sources are read
+    if task == "detection":
+        if not classes:
+            raise UsageError("a detection project needs its object classes: give them with --classes a,b,c")
+        return AnnotationSchema("detection", tuple(_class_names(classes, "--classes")))
+    if classes:
+        raise UsageError("a keypoints project names its points with --keypoints a,b,c (and the figures with "
+                         "--category), not --classes")
+    if not keypoints:
+        raise UsageError("a keypoints project needs its keypoint names, in order: give them with --keypoints a,b,c")
+    names = tuple(_class_names(keypoints, "--keypoints"))
+    edges = tuple((nfc(a.strip()), nfc(b.strip())) for a, b in skeleton or ())
+    what = _class_names([category], "--category")[0] if category else "person"
+    return AnnotationSchema("keypoints", names, edges, what)
+
+
+def image_sizes(store: ProjectStore) -> Callable[[int], tuple[int, int]]:
+    """The pixel size (width, height) of a project item's image by its id, read from the image's header: what the
+    pixel coordinates of a label file (COCO) are checked against."""
+    root = Path(store.meta("data_root"))
+    locator = ItemLocator(root)
+    sources = dict(store.items(include_retired=True))
+
+    def size(item_id: int) -> tuple[int, int]:
+        path = locator.find(sources[item_id], f"item {item_id}")
+        if not path.is_file():
+            raise UsageError(f"the image of item {item_id} ({sources[item_id]!r}) is gone from {root}; restore it")
+        return read_header(path, sources[item_id]).size
+
+    return size
+
+
 def init_project(
     project: str | Path,
     images: str | Path | None = None,
@@ -272,11 +324,22 @@ def init_project(
     color: str = "auto",
     ls_document_root: str | Path | None = None,
     ls_url_prefix: str | None = None,
+    task: str = "classification",
+    keypoints: list[str] | None = None,
+    skeleton: list[tuple[str, str]] | None = None,
+    category: str | None = None,
 ) -> dict[str, Any]:
     """Create the project ``project`` over the images of ``images`` (a folder) or ``manifest`` (a CSV with
     ``path[,label][,split]``, paths relative to the manifest's folder), with optional initial ``labels`` (a
     file :func:`~learnloss.project.importer.import_labels` reads). All of it is validated and built in a
     temporary folder that is renamed into place only when complete: a failed init leaves nothing behind.
+
+    ``task`` is what a label holds (:mod:`learnloss.project.annotations`): ``classification`` (a class per image;
+    class folders or the manifest's ``label`` column give labels), ``detection`` (boxes of the ``classes``) or
+    ``keypoints`` (the named ``keypoints``, joined by the ``skeleton``, of one figure of ``category`` per image).
+    Boxes and keypoints come from ``labels`` (Label Studio's JSON export or COCO JSON), never from folders or the
+    manifest; ``train/`` and ``test/`` folders at the top of ``images`` (or the manifest's ``split``) give the split.
+    The project starts from the task's preset (``labeling``, ``labeling-detection``, ``labeling-keypoints``).
 
     Only images every later command can use are registered: each must be inside the data root (no symlink out of
     it), an image Pillow can read (its header is checked, pixel limit included) and a name that exports, spreadsheets
@@ -306,24 +369,30 @@ def init_project(
     root = (Path(images) if images is not None else Path(str(manifest)).parent).resolve()
     if not root.is_dir():
         raise UsageError(f"the data root {root} is not a folder")
+    schema = _init_schema(task, classes, keypoints, skeleton, category)
     if images is not None:
-        entries, problems, _ = _scan_folder(root, root, layout=True)
+        entries, problems, _ = _scan_folder(root, root, layout=True, classes=schema.classes)
         source: object = root
     else:
         entries, problems = _read_manifest(Path(str(manifest)), "")
         source = manifest
         if not entries and not problems:
             raise UsageError(f"{manifest}: lists no images")
+        if not schema.classes:
+            problems.extend((e.where, _NO_LABEL_COLUMN.format(task=task)) for e in entries if e.label is not None)
     entries, headers = _check_files(root, entries, problems, source, "created")
-    found = sorted({e.label for e in entries if e.label is not None})
-    names = _class_names(classes, "--classes") if classes else _class_names(found, "the class names of the sources")
-    if len(names) < 2:
-        raise UsageError("a project needs at least two classes; give them with --classes a,b,c")
-    unknown = sorted(set(found) - set(names))
-    if unknown:
-        raise UsageError(f"the sources use classes not in --classes: {', '.join(unknown)}")
+    if schema.classes:
+        found = sorted({e.label for e in entries if e.label is not None})
+        names = _class_names(classes, "--classes") if classes else _class_names(found, "the class names of the sources")
+        if len(names) < 2:
+            raise UsageError("a project needs at least two classes; give them with --classes a,b,c")
+        unknown = sorted(set(found) - set(names))
+        if unknown:
+            raise UsageError(f"the sources use classes not in --classes: {', '.join(unknown)}")
+        schema = AnnotationSchema("classification", tuple(names))
+    names = list(schema.names)
     mode, converted = _decide_color(headers, setting)
-    spec = resolve_spec("labeling", settings)  # every setting checked before anything is created
+    spec = resolve_spec(LABELING_PRESETS[schema.task], settings)  # every setting checked before anything is created
     label_studio = LabelStudioSetup.for_project(root, ls_document_root, ls_url_prefix)
     project.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{project.name}.", dir=project.parent))
@@ -334,16 +403,17 @@ def init_project(
                 store.set_meta("settings", spec.to_dict(), db)
                 store.set_meta("color", mode, db)
                 store.set_meta("label_studio", label_studio.to_meta(), db)
+                store.set_meta("annotation", schema.to_meta(), db)
                 config = staging / "exports" / "labelstudio-config.xml"
                 config.parent.mkdir()
                 with atomic_write(config) as handle:
-                    handle.write(label_studio_config(names))
+                    handle.write(schema.label_studio_config())
                 store.set_meta("exports", {config.name: file_sha256(config)}, db)
                 store.add_classes(db, names)
                 _register(store, db, entries, {name: name for name in names}, "init")
             skipped: tuple[str, ...] = ()
             if labels is not None:
-                skipped = import_labels(store, labels).skipped
+                skipped = import_labels(store, labels, image_size=image_sizes(store)).skipped
             counts: dict[str, Any] = dict(store.counts())
         if project.exists():
             project.rmdir()
@@ -415,8 +485,12 @@ def add_items(
                     problems.append((entry.where, "registered already; delete the row"))
             entries = [e for e in entries if e.path not in registered]
         class_names = {nfc(name): name for name in store.classes()}
-        problems.extend((e.where, f"unknown class {e.label!r}; the classes are {', '.join(sorted(class_names))}")
-                        for e in entries if e.label is not None and e.label not in class_names)
+        schema = store.annotation_schema()
+        if schema.classes:
+            problems.extend((e.where, f"unknown class {e.label!r}; the classes are {', '.join(sorted(class_names))}")
+                            for e in entries if e.label is not None and e.label not in class_names)
+        else:
+            problems.extend((e.where, _NO_LABEL_COLUMN.format(task=schema.task)) for e in entries if e.label is not None)
         entries, headers = _check_files(root, entries, problems, source, "added")
         mode, converted = _decide_color(headers, _project_color(store, root))
         try:
@@ -438,6 +512,13 @@ def _project_color(store: ProjectStore, root: Path) -> str:
     locator = ItemLocator(root)
     paths = [locator.find(source, f"item {item_id}") for item_id, source, _ in store.items_with_split()]
     return _decide_color([read_header(path) for path in paths if path.is_file()])[0]
+
+
+def label_project(project: str | Path, path: str | Path, relabel: bool = False) -> ImportSummary:
+    """Import the label file ``path`` into ``project``, all or nothing
+    (:func:`~learnloss.project.importer.import_labels`; pixel coordinates checked against the images' own sizes)."""
+    with ProjectStore(project, kind="labeling", check="full") as store:
+        return import_labels(store, path, relabel=relabel, image_size=image_sizes(store))
 
 
 # -------------------------------------------------------------------------------------------------- query
@@ -463,13 +544,14 @@ class QueryOutcome:
 
 
 def project_spec(store: ProjectStore, strategy: str | None = None) -> RunSpec:
-    """The project's stored specification (settings a project made by an older learnloss lacks come from the
-    ``labeling`` preset), with ``strategy`` replacing its strategy for one query."""
+    """The project's stored specification (settings a project made by an older learnloss lacks come from its task's
+    labeling preset), with ``strategy`` replacing its strategy for one query."""
     stored = dict(store.meta("settings") or {})
     if strategy:
         stored["strategy"] = strategy
     known = RunSpec.__dataclass_fields__.keys()
-    return resolve_spec("labeling", {key: value for key, value in stored.items() if key in known and key != "protocol"})
+    preset = LABELING_PRESETS[store.annotation_schema().task]
+    return resolve_spec(preset, {key: value for key, value in stored.items() if key in known and key != "protocol"})
 
 
 @dataclass(frozen=True)
@@ -481,11 +563,19 @@ class ProjectImages:
     """Every registered, unretired item's image, in the store's order."""
     item_ids: list[int]
     splits: list[str]
-    labels: dict[int, str]
+    labels: dict[int, Any]
+    """Item id -> current label: a class name, or boxes / keypoints as stored."""
     classes: list[str]
     mode: str
     """PIL mode the images are read in: ``'L'`` or ``'RGB'``."""
     size: int
+    schema: AnnotationSchema | None = None
+    """The project's task and names (None: classification over :attr:`classes`)."""
+
+    @property
+    def annotation(self) -> AnnotationSchema:
+        """The project's task and names."""
+        return self.schema or AnnotationSchema("classification", tuple(self.classes))
 
     def pool_counts(self) -> tuple[int, int]:
         """How many pool items are labeled, and how many are not."""
@@ -496,22 +586,24 @@ class ProjectImages:
     def dataset(self) -> tuple[Dataset, list[int]]:
         """The pool items with their labels (``-1``: unlabeled) and the labeled test items, as a dataset whose
         images are decoded per batch, and the store's item id of each pool index (see :func:`project_dataset`)."""
-        labels, size = self.labels, self.size
-        class_index = {name: c for c, name in enumerate(self.classes)}
+        labels, size, schema = self.labels, self.size, self.annotation
         pool = [i for i, split in enumerate(self.splits) if split == "pool"]
         test = [i for i, split in enumerate(self.splits) if split == "test" and self.item_ids[i] in labels]
         pool_x = ImageSource([self.paths[i] for i in pool], self.mode, (size, size), resize=True)
         test_x = ImageSource([self.paths[i] for i in test], self.mode, (size, size), resize=True)
-        test_y = torch.tensor([class_index[labels[self.item_ids[i]]] for i in test], dtype=torch.long)
-        pool_y = torch.tensor([class_index[labels[self.item_ids[i]]] if self.item_ids[i] in labels else -1
-                               for i in pool], dtype=torch.long)
+        test_y = schema.encode([labels[self.item_ids[i]] for i in test])
+        labeled = [n for n, i in enumerate(pool) if self.item_ids[i] in labels]
+        known = schema.encode([labels[self.item_ids[pool[n]]] for n in labeled])
+        pool_y = schema.unknown(len(pool), known)
+        pool_y[torch.as_tensor(labeled, dtype=torch.long)] = known
         height, width = pool_x.shape[2:]
-        dataset = Dataset("project", pool_x, pool_y, test_x, test_y, self.classes,
-                          AugmentSpec.for_unknown_images(height, width))
+        # images of unknown content are cropped after padding; boxes and keypoints would move with the crop
+        augment = AugmentSpec.for_unknown_images(height, width) if schema.classes else AugmentSpec()
+        dataset = Dataset("project", pool_x, pool_y, test_x, test_y, self.classes, augment, task=schema.task)
         return dataset, [self.item_ids[i] for i in pool]
 
 
-def project_images(store: ProjectStore, spec: RunSpec, labels: dict[int, str] | None = None) -> ProjectImages:
+def project_images(store: ProjectStore, spec: RunSpec, labels: dict[int, Any] | None = None) -> ProjectImages:
     """Read from the store what :func:`project_dataset` is made of; ``labels`` are the store's current labels
     when the caller has read them already.
 
@@ -530,10 +622,11 @@ def project_images(store: ProjectStore, spec: RunSpec, labels: dict[int, str] | 
     return ProjectImages(
         paths=paths, item_ids=[row[0] for row in rows], splits=[row[2] for row in rows],
         labels=store.current_labels() if labels is None else labels, classes=store.classes(),
-        mode="L" if _project_color(store, root) == "grey" else "RGB", size=spec.image_size or 32)
+        mode="L" if _project_color(store, root) == "grey" else "RGB", size=spec.image_size or 32,
+        schema=store.annotation_schema())
 
 
-def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, str] | None = None
+def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, Any] | None = None
                     ) -> tuple[Dataset, list[int]]:
     """The project's images as a dataset — the pool items with their current labels (``-1``: unlabeled) and the
     labeled test items — and the store's item id of each pool index. ``labels`` are the store's current labels
@@ -610,21 +703,23 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
         labeled, _ = images.pool_counts()
         loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2,
                           progress=progress and dist.is_main, dist=dist)
-        journal = LabelingJournal(held[0], spec, images.classes, pool_ids, images.labels) if held else None
+        journal = (LabelingJournal(held[0], spec, images.classes, pool_ids, images.labels, images.annotation)
+                   if held else None)
         point = loop.begin(journal)
         cycle = dist.broadcast(journal.cycle if journal is not None else 0, "sharing the cycle to query")
         loop.step(cycle, journal, trained=point.trained, query=True)
 
         def export() -> QueryOutcome:
             assert journal is not None
-            return _export(held[0], cycle, images.classes, spec.strategy, new=True, trained=not journal.reused)
+            return _export(held[0], cycle, images.annotation, spec.strategy, new=True, trained=not journal.reused)
 
         return dist.from_main(export, "rank 0 writing the query's files")
 
 
 def _reexport(store: ProjectStore, last: dict[str, Any], k: int, spec: RunSpec) -> QueryOutcome:
     """The open batch of ``last`` (queried with the current labels) written again, with a note when ``k`` differs."""
-    outcome = _export(store, last["cycle"], store.classes(), last["config"].get("strategy", spec.strategy), new=False)
+    outcome = _export(store, last["cycle"], store.annotation_schema(), last["config"].get("strategy", spec.strategy),
+                      new=False)
     size = len(store.query_items(last["cycle"], status=None))
     if k != size:
         outcome = replace(outcome, note=(
@@ -633,14 +728,14 @@ def _reexport(store: ProjectStore, last: dict[str, Any], k: int, spec: RunSpec) 
     return outcome
 
 
-def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, new: bool,
+def _export(store: ProjectStore, cycle: int, schema: AnnotationSchema, strategy: str, new: bool,
             trained: bool = False) -> QueryOutcome:
     """Write the open items of ``cycle``'s query for labelers (CSV, JSON, Label Studio tasks)."""
     items = [QueriedItem(item_id, source, rank, score, prediction or "", confidence)
              for item_id, source, rank, score, prediction, confidence in store.query_items(cycle)]
     written = dict(store.meta("exports") or {})
     setup = project_label_studio(store)
-    files, kept = write_query_batch(store.project / "exports", cycle, items, classes, {"strategy": strategy}, setup,
+    files, kept = write_query_batch(store.project / "exports", cycle, items, schema, {"strategy": strategy}, setup,
                                     written, score_meaning=build_strategy(strategy).describes_score)
     written.update({path.name: digest for path in files.values() if (digest := file_sha256(path)) is not None})
     store.set_meta("exports", written)
@@ -651,31 +746,86 @@ def _export(store: ProjectStore, cycle: int, classes: list[str], strategy: str, 
 
 
 def project_status(project: str | Path) -> dict[str, Any]:
-    """Counts, classes, per-cycle metrics and open queries of ``project``."""
+    """Task, counts, classes (or keypoints), per-cycle metrics and open queries of ``project``. Each cycle keeps
+    ``n_labeled``, the LPM's ranking accuracy and every test metric (``test_accuracy``; ``test_map50`` and
+    ``test_map`` for detection; ``test_pck`` and ``test_mean_error`` for keypoints)."""
     with ProjectStore(project, kind="labeling") as store:
-        keep = ("n_labeled", "test_accuracy", "lpm_ranking_accuracy")
-        cycles = [{"cycle": c["cycle"], "status": c["status"], **{k: v for k, v in c["metrics"].items() if k in keep}}
+        keep = ("n_labeled", "lpm_ranking_accuracy")
+        cycles = [{"cycle": c["cycle"], "status": c["status"],
+                   **{k: v for k, v in c["metrics"].items() if k in keep or k.startswith("test_")}}
                   for c in store.cycles()]
-        return {"project": str(store.project), "data_root": store.meta("data_root"), "classes": store.classes(),
-                "counts": store.counts(), "cycles": cycles, "open_queries": store.open_per_cycle()}
+        return {"project": str(store.project), "data_root": store.meta("data_root"),
+                "task": store.annotation_schema().task, "classes": store.classes(), "counts": store.counts(),
+                "cycles": cycles, "open_queries": store.open_per_cycle()}
 
 
 EXPORT_FIELDS = ("item_id", "path", "label", "current", "cycle", "strategy", "score", "rank", "source", "file",
                  "created_at")
+#: What ``learnloss export`` writes: the label history (``csv``, ``json``), or the current labels as ``coco`` JSON
+#: or as Label Studio tasks with their annotations (``labelstudio``).
+EXPORT_FORMATS = ("csv", "json", "coco", "labelstudio")
 
 
 def export_labels(project: str | Path, out: str | Path, fmt: str | None = None) -> int:
-    """Write every label ever stored, with its provenance, to ``out`` (CSV or JSON by suffix or ``fmt``);
-    returns how many. CSV cells a spreadsheet would run as formulas are escaped."""
+    """Write the labels of ``project`` to ``out``; returns how many labels it holds.
+
+    ``fmt`` (default: the file's suffix, ``.csv`` or ``.json``) is one of :data:`EXPORT_FORMATS`: ``csv`` and
+    ``json`` hold every label ever stored with its provenance (a project of boxes or keypoints adds a ``target``
+    field: the label as stored, coordinates normalised to the image); ``coco`` holds the current labels of the
+    active items as COCO JSON (pixels of each image, read from its header; :meth:`AnnotationSchema.coco_annotations
+    <learnloss.project.annotations.AnnotationSchema.coco_annotations>`); ``labelstudio`` holds them as Label Studio
+    tasks with one annotation each, to import into a Label Studio project that uses ``labelstudio-config.xml``. Both
+    read back with ``learnloss label``. CSV cells a spreadsheet would run as formulas are escaped."""
     out = Path(out)
     fmt = (fmt or out.suffix.lstrip(".")).lower()
-    if fmt not in ("csv", "json"):
-        raise UsageError(f"export format must be csv or json, got {fmt or '(none)'}; name the file .csv or .json")
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt or '(none)'}; name the "
+                         "file .csv or .json, or give --format")
     with ProjectStore(project) as store:
+        schema = store.annotation_schema()
+        if fmt in ("coco", "labelstudio") and not isinstance(store.meta("data_root"), str):
+            raise UsageError(f"{project} has no images (a simulated run folder); export --format {fmt} needs a labeling "
+                             "project")
+        if fmt in ("coco", "labelstudio"):
+            current = store.current_labels()
+            items = [(item_id, source) for item_id, source in store.items() if item_id in current]
+            if fmt == "coco":
+                write_json(out, _coco_document(schema, items, current, image_sizes(store)))
+            else:
+                setup = project_label_studio(store)
+                write_json(out, [{"data": {"image": setup.image_url(source), "learnloss_id": item_id, "path": source},
+                                  "annotations": [{"result": schema.label_studio_results(current[item_id])}]}
+                                 for item_id, source in items])
+            return len(items)
         history = store.label_history()
+    fields = EXPORT_FIELDS if schema.classes else (*EXPORT_FIELDS[:3], "target", *EXPORT_FIELDS[3:])
     if fmt == "csv":
-        write_csv(out, EXPORT_FIELDS, [[entry[key] for key in EXPORT_FIELDS] for entry in history])
+        write_csv(out, fields, [[json.dumps(entry[key]) if key == "target" else entry[key] for key in fields]
+                                for entry in history])
     else:
-        write_json(out, [{key: entry[key] for key in EXPORT_FIELDS} for entry in history])
+        write_json(out, [{key: entry[key] for key in fields} for entry in history])
     return len(history)
 
+
+def _coco_document(schema: AnnotationSchema, items: Sequence[tuple[int, str]], labels: dict[int, Any],
+                   size: Callable[[int], tuple[int, int]]) -> dict[str, Any]:
+    """COCO JSON of the labeled ``items``: an image per item (its id, path as ``file_name``, size in pixels) and its
+    label's annotations; a class label becomes one box over the whole image, and an image labeled as holding no
+    object says ``"no_objects": true``."""
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for item_id, source in items:
+        width, height = size(item_id)
+        images.append({"id": item_id, "file_name": source, "width": width, "height": height})
+        label = labels[item_id]
+        if schema.task == "detection" and not label["boxes"]:
+            images[-1]["no_objects"] = True  # read back as labeled; COCO itself cannot tell it from unlabeled
+        if schema.classes:
+            label = {"boxes": [{"label": label, "box": [0.0, 0.0, 1.0, 1.0]}]}
+            own = AnnotationSchema("detection", schema.names).coco_annotations(label, item_id, width, height,
+                                                                               len(annotations) + 1)
+        else:
+            own = schema.coco_annotations(label, item_id, width, height, len(annotations) + 1)
+        annotations.extend(own)
+    return {"info": {"description": "learnloss labeling project", "version": "1.0"}, "images": images,
+            "annotations": annotations, "categories": schema.coco_categories()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,8 @@ import numpy as np
 from learnloss import jsonio
 from learnloss.atomic import atomic_write
 from learnloss.errors import UsageError
-from learnloss.project.labelstudio import LabelStudioSetup, label_studio_config, label_studio_task
+from learnloss.project.annotations import AnnotationSchema
+from learnloss.project.labelstudio import LabelStudioSetup, label_studio_task
 
 __all__ = [
     "QueriedItem",
@@ -193,12 +195,16 @@ def _beside(path: Path) -> Path:
 
 
 def write_query_batch(
-    folder: Path, cycle: int, items: Sequence[QueriedItem], classes: Sequence[str], info: Mapping[str, Any],
-    setup: LabelStudioSetup, written: Mapping[str, str] | None = None, score_meaning: str = "",
+    folder: Path, cycle: int, items: Sequence[QueriedItem], schema: AnnotationSchema | Sequence[str],
+    info: Mapping[str, Any], setup: LabelStudioSetup, written: Mapping[str, str] | None = None,
+    score_meaning: str = "",
 ) -> tuple[dict[str, Path], dict[str, Path]]:
     """Write the batch of ``cycle`` for labelers into ``folder``: ``query-<cycle>.csv`` (fill in ``label``),
     ``query-<cycle>.json``, ``query-<cycle>.labelstudio.json`` (tasks with the prediction as a pre-annotation)
-    and ``labelstudio-config.xml``. Task image URLs follow ``setup`` (where Label Studio finds the images,
+    and ``labelstudio-config.xml``. ``schema`` is the project's task and names (or its class names): in a project
+    of boxes or keypoints the prediction is JSON (:meth:`AnnotationSchema.prediction`), shown in Label Studio as
+    pre-annotated regions, and the CSV and JSON list the batch without a ``label`` to fill in (those labels come
+    from Label Studio or COCO). Task image URLs follow ``setup`` (where Label Studio finds the images,
     :class:`~learnloss.project.labelstudio.LabelStudioSetup`); the CSV header
     and the JSON say what the score means (``score_meaning``, the strategy's
     :attr:`~learnloss.strategies.base.Strategy.score_meaning`).
@@ -223,20 +229,35 @@ def write_query_batch(
     kept = {kind: path for kind, path in planned.items()
             if (digest := file_sha256(path)) is not None and digest != written.get(path.name)}
     paths = {kind: _beside(path) if kind in kept else path for kind, path in planned.items()}
+    if not isinstance(schema, AnnotationSchema):
+        schema = AnnotationSchema("classification", tuple(schema))
     meaning = score_meaning or "none: the strategy picks a set and scores no item on its own"
+    fill = ("label",) if schema.classes else ()
     write_csv(
-        paths["csv"], ("id", "path", "label", "prediction", "confidence", "rank", f"score ({meaning})"),
-        [(i.item_id, i.path, "", i.prediction, _number_cell(i.confidence, ".4f"), i.rank, _number_cell(i.score, ".6g"))
-         for i in items],
+        paths["csv"], ("id", "path", *fill, "prediction", "confidence", "rank", f"score ({meaning})"),
+        [(i.item_id, i.path, *[""] * len(fill), i.prediction, _number_cell(i.confidence, ".4f"), i.rank,
+          _number_cell(i.score, ".6g")) for i in items],
     )
+    names = {"classes": list(schema.names)} if schema.task != "keypoints" else {"keypoints": list(schema.names)}
     write_json(paths["json"], {
-        **info, "cycle": cycle, "classes": list(classes), "score_meaning": meaning,
-        "items": [{"id": i.item_id, "path": i.path, "label": None, "prediction": i.prediction,
+        **info, "cycle": cycle, "task": schema.task, **names, "score_meaning": meaning,
+        "items": [{"id": i.item_id, "path": i.path, **({"label": None} if schema.classes else {}),
+                   "prediction": i.prediction if schema.classes else _decoded(i.prediction),
                    "confidence": i.confidence, "rank": i.rank, "score": i.score} for i in items],
     })
     write_json(paths["labelstudio"], [
         label_studio_task(setup, i.item_id, i.path, i.prediction, i.confidence, i.score, i.rank,
-                          f"learnloss-cycle-{cycle}") for i in items])
+                          f"learnloss-cycle-{cycle}",
+                          None if schema.classes else schema.label_studio_results(_decoded(i.prediction), True, "p"))
+        for i in items])
     with atomic_write(paths["labelstudio_config"]) as handle:
-        handle.write(label_studio_config(classes))
+        handle.write(schema.label_studio_config())
     return paths, kept
+
+
+def _decoded(prediction: str) -> Any:
+    """A stored prediction of boxes or keypoints (JSON text), decoded; an empty one (no prediction) is None."""
+    try:
+        return json.loads(prediction) if prediction else None
+    except ValueError:
+        return None

@@ -45,12 +45,13 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from learnloss.errors import UsageError
+from learnloss.project.annotations import AnnotationSchema
 from learnloss.project.exports import csv_records, unescape_cell
 from learnloss.project.paths import UnsafePathError, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
@@ -85,12 +86,17 @@ class LabelFileError(UsageError):
 
 @dataclass(frozen=True)
 class LabelRow:
-    """One label of a file: where it is (``row 4``, ``task 12``), which item (id and/or path), which class."""
+    """One label of a file: where it is (``row 4``, ``task 12``), which item (id and/or path), which class — or,
+    in a detection or keypoints project, the checked ``target`` (:mod:`learnloss.project.annotations`; ``label``
+    is None) and, when the file gave it in pixels, the image ``size`` (width, height) the file declares, which must
+    be the image's own."""
 
     where: str
     item_id: int | None
     path: str | None
-    label: str
+    label: str | None
+    target: Any = None
+    size: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,14 @@ def _row(where: str, raw_id: Any, raw_path: Any, raw_label: Any, problems: list[
     if not label:
         problems.append(f"{where}: no label; fill it in or delete the {'row' if where.startswith('row') else 'entry'}")
         return None
+    named = _item(where, ident, path, repr(label), problems)
+    return None if named is None else LabelRow(where, named[0], named[1], nfc(label))
+
+
+def _item(where: str, ident: str | None, path: str | None, what: str, problems: list[str]
+          ) -> tuple[int | None, str | None] | None:
+    """The item id and path (checked: plain digits, a safe relative path in NFC) a row names for the label ``what``,
+    or None after adding the problem."""
     item_id = None
     if ident:
         if not _ID.fullmatch(ident):
@@ -159,7 +173,7 @@ def _row(where: str, raw_id: Any, raw_path: Any, raw_label: Any, problems: list[
             return None
         item_id = int(ident)
     if not ident and not path:
-        problems.append(f"{where}: neither id nor path says which item is labeled {label!r}")
+        problems.append(f"{where}: neither id nor path says which item is labeled {what}")
         return None
     if path:
         try:
@@ -168,7 +182,18 @@ def _row(where: str, raw_id: Any, raw_path: Any, raw_label: Any, problems: list[
             problems.append(str(error))
             return None
         path = nfc(path)
-    return LabelRow(where, item_id, path or None, nfc(label))
+    return item_id, path or None
+
+
+def _target_row(where: str, raw_id: Any, raw_path: Any, target: Any, schema: AnnotationSchema, problems: list[str],
+                size: tuple[float, float] | None = None) -> LabelRow | None:
+    """A row labeling the item named by ``raw_id`` / ``raw_path`` with a checked ``target``."""
+    ident, path = _text(raw_id), _text(raw_path)
+    if raw_id is not None and ident is None or raw_path is not None and path is None:
+        problems.append(f"{where}: learnloss_id and path must be text or numbers")
+        return None
+    named = _item(where, ident, path, f"with {schema.describe(target)}", problems)
+    return None if named is None else LabelRow(where, named[0], named[1], None, target, size)
 
 
 def _present(value: Any) -> bool:
@@ -394,16 +419,8 @@ def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) 
 def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow], list[str]]:
     """The format (``json``, ``labelstudio`` or ``labelstudio-min``), rows and skipped tasks of the JSON
     ``text``."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        problems.append(f"line {error.lineno}: malformed JSON ({error.msg})")
-        return "json", [], []
-    except RecursionError:
-        problems.append("malformed JSON: nested too deeply to be a label file")
-        return "json", [], []
-    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
-        problems.append("malformed JSON: it holds a number with thousands of digits, which no label file needs")
+    document = _load_json(text, problems)
+    if problems:
         return "json", [], []
     if isinstance(document, dict):
         for key in ("items", "labels"):  # query-N.json keeps its items under "items"
@@ -450,9 +467,157 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow], li
     return ("labelstudio" if studio else "json"), rows, skipped
 
 
-def parse_label_file(path: Path) -> LabelFile:
+def _load_json(text: str, problems: list[str]) -> Any:
+    """The JSON document of ``text``, or None after adding why it is not one."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        problems.append(f"line {error.lineno}: malformed JSON ({error.msg})")
+    except RecursionError:
+        problems.append("malformed JSON: nested too deeply to be a label file")
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        problems.append("malformed JSON: it holds a number with thousands of digits, which no label file needs")
+    return None
+
+
+def _studio_targets(document: list[Any], schema: AnnotationSchema, problems: list[str]
+                    ) -> tuple[list[LabelRow], list[str]]:
+    """The boxes or keypoints of Label Studio's JSON export: per task, the target of its annotations that were not
+    cancelled (several must agree). A task without a live annotation is skipped; so is, in a keypoints project, an
+    annotation without any keypoint. In a detection project an annotation without a box labels its image as holding
+    no object."""
+    rows: list[LabelRow] = []
+    skipped: list[str] = []
+    for number, task in enumerate(document, start=1):
+        where = f"task {number}"
+        if not isinstance(task, dict):
+            problems.append(f"{where}: expected an object, got {type(task).__name__}")
+            continue
+        data: dict[str, Any] = task["data"] if isinstance(task.get("data"), dict) else {}
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            problems.append(f"{where}: 'annotations' must be a list of objects")
+            continue
+        live = [a for a in annotations if not (a.get("was_cancelled") or a.get("skipped"))]
+        if not live:
+            why = "skipped in Label Studio (cancelled)" if annotations else "no annotation yet"
+            skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: {why}")
+            continue
+        targets = []
+        for annotation in live:
+            results = annotation.get("result") or []
+            if not isinstance(results, list):
+                problems.append(f"{where}: an annotation's 'result' must be a list")
+                break
+            targets.append(schema.from_label_studio(results, where, problems))
+        if len(targets) != len(live) or any(target is None for target in targets):
+            continue
+        if any(not schema.same(target, targets[0]) for target in targets[1:]):
+            problems.append(f"{where}: its {len(live)} annotations differ ({', '.join(map(schema.describe, targets))});"
+                            " keep one (delete or cancel the others in Label Studio) and export again")
+            continue
+        if schema.task == "keypoints" and not targets[0]["keypoints"]:
+            skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: annotated without any "
+                           "keypoint")
+            continue
+        row = _target_row(where, data.get("learnloss_id"), data.get("path"), targets[0], schema, problems)
+        rows.extend([row] if row else [])
+    return rows, skipped
+
+
+def _coco_targets(document: dict[str, Any], schema: AnnotationSchema, problems: list[str]
+                  ) -> tuple[list[LabelRow], list[str]]:
+    """The boxes or keypoints of a COCO JSON file, one row per image (its ``file_name`` is the item's path, its
+    ``width`` and ``height`` must be the image's). Crowd annotations (``iscrowd``) are left out and listed. An image
+    without annotations is skipped and listed — tools export every image of a task, annotated or not — unless it
+    says ``"no_objects": true`` (as ``learnloss export --format coco`` writes for an image labeled as holding no
+    object), which labels it so in a detection project."""
+    images, annotations, categories = (document.get(key) for key in ("images", "annotations", "categories"))
+    if not all(isinstance(part, list) for part in (images, annotations, categories)):
+        problems.append("a COCO file needs 'images', 'annotations' and 'categories' lists")
+        return [], []
+    assert isinstance(images, list) and isinstance(annotations, list) and isinstance(categories, list)
+    by_category = {c.get("id"): c for c in categories if isinstance(c, dict)}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for number, annotation in enumerate(annotations, start=1):
+        if not isinstance(annotation, dict) or "image_id" not in annotation:
+            problems.append(f"annotation {number}: expected an object with an 'image_id'")
+            continue
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    known = {image.get("id") for image in images if isinstance(image, dict)}
+    orphans = sorted(str(image_id) for image_id in by_image if image_id not in known)
+    if orphans:
+        problems.append(f"annotations name image ids that 'images' does not list: {', '.join(orphans[:10])}")
+    rows: list[LabelRow] = []
+    skipped: list[str] = []
+    for number, image in enumerate(images, start=1):
+        where = f"image {number}"
+        if not isinstance(image, dict):
+            problems.append(f"{where}: expected an object, got {type(image).__name__}")
+            continue
+        name = image.get("file_name")
+        where = f"image {image.get('id')} ({name})" if isinstance(name, str) else where
+        width, height = image.get("width"), image.get("height")
+        if not isinstance(name, str) or not name.strip():
+            problems.append(f"{where}: needs a 'file_name', the item's path under the data root")
+            continue
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in (width, height)):
+            problems.append(f"{where}: needs its 'width' and 'height' in pixels")
+            continue
+        assert isinstance(width, (int, float)) and isinstance(height, (int, float))
+        own = by_image.get(image.get("id"), [])
+        crowd = [a for a in own if a.get("iscrowd")]
+        if crowd:
+            skipped.append(f"{where}: {len(crowd)} crowd annotation(s) left out")
+        own = [a for a in own if not a.get("iscrowd")]
+        if not own and not (schema.task == "detection" and image.get("no_objects") is True):
+            skipped.append(f"{where}: no annotation, left unlabeled" + (
+                " (an image holding no object says \"no_objects\": true)" if schema.task == "detection" else ""))
+            continue
+        target = schema.from_coco(own, by_category, float(width), float(height), where, problems)
+        if target is None:
+            continue
+        if schema.task == "keypoints" and not target["keypoints"]:
+            skipped.append(f"{where}: no keypoint labeled")
+            continue
+        row = _target_row(where, None, name, target, schema, problems, (float(width), float(height)))
+        rows.extend([row] if row else [])
+    return rows, skipped
+
+
+def _parse_targets(text: str, suffix: str, schema: AnnotationSchema, problems: list[str]
+                   ) -> tuple[str, list[LabelRow], list[str]]:
+    """The format (``labelstudio`` or ``coco``), rows and skipped tasks or images of a detection or keypoints
+    project's label file."""
+    hint = "export the Label Studio project as JSON, or give COCO JSON"
+    if suffix != ".json":
+        problems.append(f"a {schema.task} project reads {schema.what} from Label Studio's JSON export or COCO JSON, "
+                        f"not {suffix or 'this file'}; {hint}")
+        return "unknown", [], []
+    document = _load_json(text, problems)
+    if problems:
+        return "json", [], []
+    if isinstance(document, dict) and "images" in document and "annotations" in document:
+        rows, skipped = _coco_targets(document, schema, problems)
+        if not rows and not skipped and not problems:
+            problems.append("the file holds no labels")
+        return "coco", rows, skipped
+    if isinstance(document, list) and any(isinstance(entry, dict) and "annotations" in entry for entry in document):
+        rows, skipped = _studio_targets(document, schema, problems)
+        return "labelstudio", rows, skipped
+    if isinstance(document, list) and any(isinstance(entry, dict) and "annotation_id" in entry for entry in document):
+        problems.append(f"this is Label Studio's JSON-MIN export, which drops what a {schema.task} project needs; "
+                        f"{hint}")
+    else:
+        problems.append(f"the JSON is neither Label Studio's JSON export (a list of tasks with 'annotations') nor COCO "
+                        f"(an object with 'images', 'annotations' and 'categories'); {hint}")
+    return "json", [], []
+
+
+def parse_label_file(path: Path, schema: AnnotationSchema | None = None) -> LabelFile:
     """Read ``path``: its format (see the module docstring), its rows, its SHA-256, the problems found in the file
-    itself (not yet checked against a project) and the Label Studio tasks it leaves out, each with where and why."""
+    itself (not yet checked against a project) and the Label Studio tasks it leaves out, each with where and why.
+    A detection or keypoints ``schema`` reads boxes or keypoints (Label Studio's JSON export or COCO JSON)."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -467,6 +632,9 @@ def parse_label_file(path: Path) -> LabelFile:
                         "save it as UTF-8")
         return LabelFile("unknown", [], digest, problems, [])
     suffix = path.suffix.lower()
+    if schema is not None and not schema.classes:
+        fmt, rows, skipped = _parse_targets(text, suffix, schema, problems)
+        return LabelFile(fmt, rows, digest, problems, skipped)
     if suffix == ".csv":
         fmt, rows, skipped = _parse_csv(text, problems)
         if not rows and not skipped and not problems:
@@ -481,27 +649,55 @@ def parse_label_file(path: Path) -> LabelFile:
 # --------------------------------------------------------------------------------------------- applying
 
 
-def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False) -> ImportSummary:
+#: The pixel size (width, height) of the image of an item id: what a label file's pixel coordinates are checked
+#: against (the labeling workflow reads the image's header).
+ImageSize = Callable[[int], tuple[int, int]]
+
+
+def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False, image_size: ImageSize | None = None
+                  ) -> ImportSummary:
     """Validate ``path`` against the project and apply it in one transaction (see the module docstring). The
-    tasks of a Label Studio export that are not labeled are left out and listed in the summary's ``skipped``.
+    tasks of a Label Studio export that are not labeled are left out and listed in the summary's ``skipped``. A
+    detection or keypoints project reads boxes or keypoints (:func:`parse_label_file`); ``image_size`` checks the
+    image sizes a COCO file declares.
 
     Raises:
         LabelFileError: the file has problems (all are listed); nothing was written.
         StoreBusyError: another process kept the project busy beyond the store's timeout.
     """
     path = Path(path)
-    fmt, rows, digest, problems, skipped = parse_label_file(path)
-    return apply_label_rows(store, rows, path, digest, fmt, relabel=relabel, problems=problems, skipped=skipped)
+    fmt, rows, digest, problems, skipped = parse_label_file(path, store.annotation_schema())
+    return apply_label_rows(store, rows, path, digest, fmt, relabel=relabel, problems=problems, skipped=skipped,
+                            image_size=image_size)
+
+
+def _size_problem(row: LabelRow, item_id: int, image_size: ImageSize | None) -> str | None:
+    """Why the pixel size ``row`` declares is not its image's own (its coordinates would land elsewhere), if so."""
+    if row.size is None:
+        return None
+    if image_size is None:
+        return f"{row.where}: pixel coordinates cannot be checked against the image here; import the file with " \
+               "learnloss label"
+    try:
+        width, height = image_size(item_id)
+    except UsageError as error:
+        return f"{row.where}: {error}"
+    if (round(row.size[0]), round(row.size[1])) != (width, height):
+        return (f"{row.where}: the file says the image is {row.size[0]:g}×{row.size[1]:g} pixels, but it is "
+                f"{width}×{height}; its coordinates belong to another version of the image — export the labels of "
+                "these images again")
+    return None
 
 
 def apply_label_rows(
     store: ProjectStore, rows: Sequence[LabelRow], path: Path, digest: str, fmt: str, relabel: bool = False,
-    problems: Sequence[str] = (), skipped: Sequence[str] = (),
+    problems: Sequence[str] = (), skipped: Sequence[str] = (), image_size: ImageSize | None = None,
 ) -> ImportSummary:
     """Validate ``rows`` against the project and apply them in one transaction, all or nothing: the second half of
     :func:`import_labels`, for labels that come from elsewhere than a file (Label Studio's webhook). ``path`` (its
     name) and ``digest`` are recorded as the labels' source, ``fmt`` as ``import:<fmt>``; ``problems`` already
-    found refuse the rows too; ``skipped`` is passed on to the summary.
+    found refuse the rows too; ``skipped`` is passed on to the summary. Rows with a target (boxes, keypoints) need
+    a project of that task; rows with a pixel ``size`` are checked with ``image_size``.
 
     Raises:
         LabelFileError: ``problems`` or the rows' own (all are listed); nothing was written.
@@ -517,6 +713,7 @@ def apply_label_rows(
             if key in by_path:
                 ambiguous.add(key)
             by_path[key] = known_id
+        schema = store.annotation_schema(db)
         stored_classes = store.classes(db)
         class_names = {nfc(name): name for name in stored_classes}  # compared in NFC, stored as registered
         classes = set(stored_classes)
@@ -547,21 +744,36 @@ def apply_label_rows(
                 problems.append(f"{row.where}: item {item_id} is labeled again (first at {seen[item_id]})")
                 continue
             seen[item_id] = row.where
-            label = class_names.get(row.label)
-            if label is None:
-                problems.append(f"{row.where}: unknown class {row.label!r}; the classes are {', '.join(sorted(classes))}")
+            if (row.target is None) != schema.classes:
+                problems.append(f"{row.where}: this is a {schema.task} project, whose labels are {schema.what}; the "
+                                f"file gives {'a class' if row.target is None else 'boxes or keypoints'}")
                 continue
+            if row.target is not None:
+                size_problem = _size_problem(row, item_id, image_size)
+                if size_problem:
+                    problems.append(size_problem)
+                    continue
+                label, target, said = None, row.target, schema.describe(row.target)
+            else:
+                label, target = class_names.get(row.label or ""), None
+                if label is None:
+                    problems.append(f"{row.where}: unknown class {row.label!r}; the classes are "
+                                    f"{', '.join(sorted(classes))}")
+                    continue
+                said = repr(label)
             stored = current.get(item_id)
-            if stored == label:
+            if stored is not None and (stored == label if target is None else schema.same(stored, target)):
                 unchanged += 1
                 continue
             if stored is not None and not relabel:
-                problems.append(f"{row.where}: item {item_id} is labeled {stored!r}, the file says {label!r}; "
-                                "pass --relabel to change it (the old label is kept in the history)")
+                was = repr(stored) if target is None else f"with {schema.describe(stored)}"
+                problems.append(f"{row.where}: item {item_id} is labeled {was}, the file says "
+                                f"{said if target is None else 'otherwise (' + said + ')'}; pass --relabel to change "
+                                "it (the old label is kept in the history)")
                 continue
             relabels += stored is not None
             cycle, strategy, score, rank = queried.get(item_id, (None, None, None, None))
-            new.append(LabelRecord(item_id, label, f"import:{fmt}", cycle, strategy, score, rank))
+            new.append(LabelRecord(item_id, label, f"import:{fmt}", cycle, strategy, score, rank, target))
         if problems:
             raise LabelFileError(path, problems)
         if new:

@@ -213,17 +213,21 @@ def _finite(value: float | None) -> float | None:
 
 
 def label_studio_task(setup: LabelStudioSetup, item_id: int, path: str, prediction: str, confidence: float | None,
-                      score: float | None, rank: int | None, model_version: str) -> dict[str, Any]:
-    """A Label Studio task for one item, with the model's prediction as a pre-annotation.
+                      score: float | None, rank: int | None, model_version: str,
+                      results: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Label Studio task for one item, with the model's prediction as a pre-annotation: the predicted class as a
+    choice, or the given ``results`` (boxes or keypoints as regions; :meth:`AnnotationSchema.label_studio_results
+    <learnloss.project.annotations.AnnotationSchema.label_studio_results>`).
 
     ``data`` holds the image URL, ``learnloss_id`` (the key every import reads back), ``path``, ``rank``, the
     strategy's ``score`` and the model's ``prediction`` and ``confidence``. The prediction's ``score`` is the
     strategy's score, so that Label Studio's Data Manager sorts tasks by it (left out when the strategy does not
     score, as ``random``); ``null`` stands for a missing or non-finite number in ``data``.
     """
-    result = {"from_name": CONFIG_FROM_NAME, "to_name": CONFIG_TO_NAME, "type": "choices",
-              "value": {"choices": [prediction]}}
-    annotation: dict[str, Any] = {"model_version": model_version, "result": [result]}
+    if results is None:
+        results = [{"from_name": CONFIG_FROM_NAME, "to_name": CONFIG_TO_NAME, "type": "choices",
+                    "value": {"choices": [prediction]}}]
+    annotation: dict[str, Any] = {"model_version": model_version, "result": results}
     if (finite := _finite(score)) is not None:
         annotation["score"] = finite
     return {

@@ -41,6 +41,7 @@ from typing import Any
 
 from learnloss.errors import UsageError
 from learnloss.jsonio import dumps
+from learnloss.project.annotations import AnnotationSchema
 from learnloss.project.backup import BackupInfo, StoreInspection, backup, inspect_store
 from learnloss.project.database import (
     DB_FILENAME,
@@ -404,13 +405,21 @@ class ProjectStore:
 
     # -------------------------------------------------------------------------------------------- labels
 
-    def current_labels(self, db: sqlite3.Connection | None = None, include_retired: bool = False) -> dict[int, str]:
-        """``item id -> class name`` of every (active, unless ``include_retired``) item's current (not superseded)
-        class label."""
+    def current_labels(self, db: sqlite3.Connection | None = None, include_retired: bool = False) -> dict[int, Any]:
+        """``item id -> label`` of every (active, unless ``include_retired``) item's current (not superseded) label:
+        its class name, or the decoded target of a label that is not a class (boxes, keypoints)."""
         active = "" if include_retired else " AND l.item_id NOT IN (SELECT id FROM items WHERE retired_at IS NOT NULL)"
-        return dict((db or self.db).execute(
-            "SELECT l.item_id, c.name FROM labels l JOIN classes c ON c.id = l.class_id WHERE l.current = 1" + active
-        ))
+        rows = (db or self.db).execute(
+            "SELECT l.item_id, c.name, l.target FROM labels l LEFT JOIN classes c ON c.id = l.class_id "
+            "WHERE l.current = 1" + active)
+        return {item_id: name if name is not None else self._decode(target, f"the target of item {item_id}")
+                for item_id, name, target in rows}
+
+    def annotation_schema(self, db: sqlite3.Connection | None = None) -> AnnotationSchema:
+        """The project's task and the names its labels use (a store made before projects had tasks: classes)."""
+        row = (db or self.db).execute("SELECT value FROM meta WHERE key = 'annotation'").fetchone()
+        stored = None if row is None else self._decode(row[0], "meta 'annotation'")
+        return AnnotationSchema.from_meta(stored, self.classes(db))
 
     def labeled_items(self) -> list[tuple[int, str, Any, int | None]]:
         """``(item id, source, label, cycle)`` of every current label of an active item, by cycle then by when it
@@ -449,15 +458,17 @@ class ProjectStore:
 
     def label_history(self) -> list[dict[str, Any]]:
         """Every label ever stored (retired items' included), oldest first, with its provenance and whether it is
-        current."""
+        current; ``label`` is its class (None for boxes or keypoints), ``target`` its boxes or keypoints (None for a
+        class)."""
         rows = self.db.execute(
             "SELECT l.id, i.id, i.source, c.name, l.cycle, l.strategy, l.score, l.rank, l.source, imp.file_name, "
-            "l.created_at, l.current = 1 FROM labels l JOIN items i ON i.id = l.item_id "
+            "l.created_at, l.target, l.current = 1 FROM labels l JOIN items i ON i.id = l.item_id "
             "LEFT JOIN classes c ON c.id = l.class_id LEFT JOIN imports imp ON imp.id = l.import_id ORDER BY l.id"
         )
         keys = ("label_id", "item_id", "path", "label", "cycle", "strategy", "score", "rank", "source", "file",
-                "created_at", "current")
-        return [dict(zip(keys, row[:-1] + (bool(row[-1]),))) for row in rows]
+                "created_at", "target")
+        return [{**dict(zip(keys, row[:-2])), "target": None if row[-2] is None else
+                 self._decode(row[-2], f"the target of label {row[0]}"), "current": bool(row[-1])} for row in rows]
 
     # ------------------------------------------------------------------------------------------ imports
 

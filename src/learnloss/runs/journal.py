@@ -33,7 +33,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from learnloss.project.checkpoint import (
     remove_in_folder,
     save_checkpoint,
 )
+from learnloss.project.annotations import AnnotationSchema
 from learnloss.project.store import LabelRecord, ProjectStore, StoreFormatError
 from learnloss.runs.spec import RunSpec, spec_differences
 
@@ -77,9 +78,10 @@ _TEMPORARY_NAME = re.compile(r"\.cycle-[0-9]{1,9}\.pt\.[A-Za-z0-9_]{1,32}\.tmp")
 _MAX_SHOWN = 4  # settings or data differences a message names before "and N more"
 
 
-def label_fingerprint(labels: dict[int, str]) -> str:
-    """SHA-256 of a labeling (item id -> class), independent of order: which checkpoint matches which labels."""
-    return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()
+def label_fingerprint(labels: Mapping[int, Any]) -> str:
+    """SHA-256 of a labeling (item id -> class, or boxes / keypoints as stored), independent of order: which
+    checkpoint matches which labels."""
+    return hashlib.sha256(json.dumps(sorted(labels.items()), sort_keys=True).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- data fingerprint
@@ -432,12 +434,15 @@ class LabelingJournal(_Journal):
         spec: the project's specification (with this query's strategy).
         classes: the project's class names.
         pool_ids: the store's item id of each pool index.
-        labels: the store's current labels (item id -> class) this query trains on.
+        labels: the store's current labels (item id -> class, or boxes / keypoints) this query trains on.
+        schema: the project's task and names (:meth:`ProjectStore.annotation_schema`): how a label becomes a
+            training target and a prediction the text a query stores (default: classes).
     """
 
     def __init__(self, store: ProjectStore, spec: RunSpec, classes: Sequence[str], pool_ids: Sequence[int],
-                 labels: dict[int, str]) -> None:
+                 labels: Mapping[int, Any], schema: AnnotationSchema | None = None) -> None:
         super().__init__(store, spec, classes)
+        self.schema = schema or AnnotationSchema("classification", tuple(classes))
         self.pool_ids = list(pool_ids)
         self.labels = labels
         self.fingerprint = label_fingerprint(labels)
@@ -448,13 +453,16 @@ class LabelingJournal(_Journal):
         """Put every current label of a pool item into the pool; reuse the checkpoint of a cycle trained on exactly
         these labels and never queried. :attr:`cycle` is then the cycle to train or query."""
         labels = self.labels
-        index = {name: i for i, name in enumerate(self.classes)}
-        labeled = [(position, index[labels[item_id]]) for position, item_id in enumerate(self.pool_ids)
-                   if item_id in labels]
+        labeled = [(position, labels[item_id]) for position, item_id in enumerate(self.pool_ids) if item_id in labels]
         if not labeled:
             raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
         checkpoint_folder(self.store.project)  # a symlinked checkpoints/ is refused before anything trains
-        loop.pool.add_labels([p for p, _ in labeled], torch.as_tensor([c for _, c in labeled]), 0)
+        targets = self.schema.encode([label for _, label in labeled])
+        if self.schema.task == "detection" and targets.shape[1] < loop.pool.targets.shape[1]:  # pad to the pool's rows
+            padding = torch.zeros(targets.shape[0], loop.pool.targets.shape[1] - targets.shape[1], targets.shape[2])
+            padding[..., 0] = -1
+            targets = torch.cat([targets, padding], dim=1)
+        loop.pool.add_labels([p for p, _ in labeled], targets, 0)
         last = self.store.last_cycle()
         # a cycle trained but never queried (the process died in between) is taken up again, not skipped
         self.cycle = 0 if last is None else last["cycle"] + (last["status"] == "queried")
@@ -482,7 +490,7 @@ class LabelingJournal(_Journal):
         predictions, confidences = batch.predictions()
         rows = []
         for rank, (index, prediction, confidence) in enumerate(zip(batch.selected, predictions, confidences)):
-            name = self.classes[int(prediction)] if self.classes else json.dumps(prediction)
+            name = self.schema.prediction(prediction)
             score = None if batch.scores is None else float(batch.scores[rank])
             rows.append((self.pool_ids[int(index)], score, rank + 1, name, confidence))
         with self.store.transaction() as db:

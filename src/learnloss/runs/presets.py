@@ -13,7 +13,7 @@ from typing import Any
 from learnloss.errors import UnknownNameError, UsageError
 from learnloss.runs.spec import RunSpec, from_json
 
-__all__ = ["BENCHMARKS", "PRESETS", "available_protocols", "resolve_spec"]
+__all__ = ["BENCHMARKS", "LABELING_PRESETS", "PRESETS", "available_protocols", "resolve_spec"]
 
 #: Stage B (the semi-supervised LPM) sized for 2 CPU cores: the paper's 30 epochs of fresh views of every unlabeled
 #: image would cost many times the joint stage, so each epoch draws 3,000 unlabeled images and the frozen model runs
@@ -102,7 +102,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "milestones": (24,), "stop_grad_epoch": 0, "subset": None, "reset": "reinit", "initial": 1, "query": 1,
         "cycles": 1, **_FP32,
     },
+    # Labeling projects of boxes and keypoints (learnloss init --task detection|keypoints): the settings of the
+    # detection-cpu and keypoints-cpu protocols — the paper's optimiser, λ and stop-gradient fraction per task —
+    # on 64×64 images, re-initialised and trained on every label at each query.
+    "labeling-detection": {
+        "dataset": "project", "task": "detection", "model": "detector", "image_size": 64, "optimizer": "adam",
+        "lr": 1e-3, "weight_decay": 0.0, "epochs": 30, "batch_size": 16, "milestones": (24,), "stop_grad_epoch": 24,
+        "subset": None, "reset": "reinit", "initial": 1, "query": 1, "cycles": 1, **_FP32,
+    },
+    "labeling-keypoints": {
+        "dataset": "project", "task": "keypoints", "model": "hourglass", "image_size": 64, "optimizer": "rmsprop",
+        "lr": 2.5e-4, "momentum": 0.0, "weight_decay": 0.0, "lpm_weight": 1e-4, "epochs": 30, "batch_size": 16,
+        "milestones": (24,), "stop_grad_epoch": 18, "subset": None, "reset": "reinit", "initial": 1, "query": 1,
+        "cycles": 1, **_FP32,
+    },
 }
+
+#: The preset a labeling project of each task starts from.
+LABELING_PRESETS = {"classification": "labeling", "detection": "labeling-detection", "keypoints": "labeling-keypoints"}
 
 #: What ``learnloss bench --protocol P`` runs by default: arm specs (``strategy[:setting=value...]``) and seeds.
 #: The paper's baselines (random, entropy, core-set, learning loss with its MSE ablation), margin, the true-loss
