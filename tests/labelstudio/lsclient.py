@@ -119,8 +119,21 @@ class LabelStudio:
                                              "value": {"choices": [choice]}}]
         return dict(self.api("POST", f"/api/tasks/{task}/annotations", {"result": result, "was_cancelled": cancelled}))
 
-    def export(self, project: int, fmt: str) -> bytes:
-        return bytes(self.api("GET", f"/api/projects/{project}/export?exportType={fmt}", raw=True))
+    def annotate_results(self, task: int, results: list[dict[str, Any]], cancelled: bool = False) -> dict[str, Any]:
+        """Post an annotation holding any ``results`` (regions, per-region choices), as Label Studio's labeling
+        interface does when the labeler presses Submit (or Skip: ``cancelled``)."""
+        return dict(self.api("POST", f"/api/tasks/{task}/annotations", {"result": results, "was_cancelled": cancelled}))
+
+    def predictions(self, task: int) -> list[dict[str, Any]]:
+        """The predictions Label Studio stores for ``task`` (every model version)."""
+        found = self.api("GET", f"/api/predictions?task={task}")
+        return list(found["results"] if isinstance(found, dict) else found)
+
+    def export(self, project: int, fmt: str, all_tasks: bool = False) -> bytes:
+        """The project exported as ``fmt``: the tasks with annotations (cancelled ones included), or with
+        ``all_tasks`` every task."""
+        extra = "&download_all_tasks=true" if all_tasks else ""
+        return bytes(self.api("GET", f"/api/projects/{project}/export?exportType={fmt}{extra}", raw=True))
 
     def stop(self) -> None:
         """Stop the server and everything it started (its process group), by PID."""

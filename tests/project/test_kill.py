@@ -138,6 +138,45 @@ def test_an_import_killed_at_random_moments_applies_all_or_nothing(tmp_path):
     assert kills >= 1
 
 
+def test_a_box_import_killed_at_random_moments_applies_all_or_nothing(tmp_path):
+    """The same guarantee for a detection project's COCO files (targets checked against each image's header)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(1500):
+        (root / f"{i}.png").write_bytes(_PNG)
+    init = _learnloss("init", str(tmp_path / "proj"), "--images", str(root), "--task", "detection", "--classes", "a,b")
+    assert init.wait(timeout=600) == 0, init.stderr.read()
+    files = []
+    for n in range(3):
+        images = [{"id": i, "file_name": f"{i}.png", "width": 1, "height": 1} for i in range(n * 500, (n + 1) * 500)]
+        annotations = [{"id": 2 * i + k, "image_id": i, "category_id": 1 + k, "bbox": [0, 0, 1, 1], "iscrowd": 0}
+                       for i in range(n * 500, (n + 1) * 500) for k in (0, 1)]
+        path = tmp_path / f"boxes-{n}.json"
+        path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+        files.append(path)
+    rng = random.Random(7)
+    imports = kills = 0
+    for attempt in range(40):
+        if imports == 3:
+            break
+        process = _learnloss("label", str(tmp_path / "proj"), str(files[imports]))
+        time.sleep(rng.uniform(0.5, 3.0))
+        if attempt % 4 != 3 and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        db = sqlite3.connect(tmp_path / "proj" / "learnloss.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        targets = [json.loads(text) for (text,) in db.execute("SELECT target FROM labels")]
+        imports = db.execute("SELECT count(*) FROM imports").fetchone()[0]
+        db.close()
+        assert len(targets) == 500 * imports, f"a killed import left {len(targets)} labels for {imports} files"
+        assert all(len(target["boxes"]) == 2 for target in targets)
+    assert imports == 3
+    assert kills >= 1
+
+
 def test_two_processes_importing_at_once_both_apply_one_after_the_other(tmp_path):
     from learnloss.project.store import ProjectStore
 

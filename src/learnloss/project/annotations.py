@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from learnloss.errors import UsageError
+from learnloss.project.labelstudio import CONFIG_FROM_NAME, CONFIG_TO_NAME, xml_attribute, label_studio_config
 
 __all__ = [
     "AnnotationSchema",
@@ -43,9 +44,9 @@ __all__ = [
 
 #: The tasks a labeling project can hold.
 PROJECT_TASKS = ("classification", "detection", "keypoints")
-#: Names of the controls of the labeling configurations learnloss writes.
-LABEL_CONTROL = "label"
-IMAGE_OBJECT = "image"
+#: Names of the controls of the labeling configurations learnloss writes (those of the classification one).
+LABEL_CONTROL = CONFIG_FROM_NAME
+IMAGE_OBJECT = CONFIG_TO_NAME
 #: The per-region choice control of a keypoints configuration: its ``occluded`` choice marks ``v = 1``.
 VISIBILITY_CONTROL = "visibility"
 OCCLUDED = "occluded"
@@ -61,10 +62,6 @@ TOLERANCE = 1e-4
 _DIGITS = 6
 #: Two coordinates closer than this (a fraction of the image side) are the same in two labels of one image.
 SAME_WITHIN = 1e-5
-
-
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _number(value: Any) -> float | None:
@@ -316,18 +313,15 @@ class AnnotationSchema:
         the classes, rectangles labeled by class, or keypoints labeled by name with a per-region ``occluded``
         choice. Rectangles cannot be rotated (``canRotate="false"``; Label Studio's default lets a labeler turn a
         box, which :meth:`from_label_studio` would refuse)."""
-        zoom = "" if self.classes else ' zoom="true"'  # no backslash inside an f-string's braces: Python < 3.12
-        head = f'<View>\n  <Image name="{IMAGE_OBJECT}" value="$image"{zoom}/>\n'
         if self.task == "classification":
-            choices = "\n".join(f'    <Choice value="{_xml(name)}"/>' for name in self.names)
-            body = (f'  <Choices name="{LABEL_CONTROL}" toName="{IMAGE_OBJECT}" choice="single" showInline="true">\n'
-                    f"{choices}\n  </Choices>\n")
-        elif self.task == "detection":
-            labels = "\n".join(f'    <Label value="{_xml(name)}"/>' for name in self.names)
+            return label_studio_config(self.names)
+        head = f'<View>\n  <Image name="{IMAGE_OBJECT}" value="$image" zoom="true"/>\n'
+        if self.task == "detection":
+            labels = "\n".join(f'    <Label value="{xml_attribute(name)}"/>' for name in self.names)
             body = (f'  <RectangleLabels name="{LABEL_CONTROL}" toName="{IMAGE_OBJECT}" canRotate="false">\n{labels}\n'
                     "  </RectangleLabels>\n")
         else:
-            labels = "\n".join(f'    <Label value="{_xml(name)}"/>' for name in self.names)
+            labels = "\n".join(f'    <Label value="{xml_attribute(name)}"/>' for name in self.names)
             body = (f'  <KeyPointLabels name="{LABEL_CONTROL}" toName="{IMAGE_OBJECT}" strokeWidth="2">\n{labels}\n'
                     f'  </KeyPointLabels>\n'
                     f'  <Choices name="{VISIBILITY_CONTROL}" toName="{IMAGE_OBJECT}" perRegion="true" '

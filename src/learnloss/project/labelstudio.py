@@ -36,6 +36,7 @@ __all__ = [
     "choices_control",
     "label_studio_config",
     "label_studio_task",
+    "xml_attribute",
 ]
 
 #: Label Studio serves local files under this URL, ``d`` naming the file relative to its document root.
@@ -47,13 +48,14 @@ CONFIG_FROM_NAME = "label"
 CONFIG_TO_NAME = "image"
 
 
-def _xml(text: str) -> str:
+def xml_attribute(text: str) -> str:
+    """``text`` escaped for an XML attribute value in double quotes."""
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def label_studio_config(classes: Sequence[str]) -> str:
     """A Label Studio labeling configuration: one image (``$image``), one single-choice question over ``classes``."""
-    choices = "\n".join(f'    <Choice value="{_xml(name)}"/>' for name in classes)
+    choices = "\n".join(f'    <Choice value="{xml_attribute(name)}"/>' for name in classes)
     return (
         f'<View>\n  <Image name="{CONFIG_TO_NAME}" value="$image"/>\n'
         f'  <Choices name="{CONFIG_FROM_NAME}" toName="{CONFIG_TO_NAME}" choice="single" showInline="true">\n'
