@@ -97,11 +97,18 @@ def _ssl(values: list[list[float]]) -> None:
     assert accuracy > 0.85, f"test accuracy {accuracy} at 200 labels"
 
 
+def _detector(values: list[list[float]]) -> None:
+    (pool_loss,), (top_loss,), (ranking,) = values
+    assert top_loss > pool_loss, f"the 100 ranked first lose {top_loss}, less than the pool's {pool_loss}"
+    assert ranking > 0.5, f"LPM ranking accuracy {ranking} on the pool's pairs"
+
+
 CLAIMS = (
-    Claim("learnloss.attach(", ("fewer than 0.15", "more than 0.55"), _attach),
+    Claim('learnloss.attach(net, ["1", "3"]', ("fewer than 0.15", "more than 0.55"), _attach),
     Claim("ActiveLearningLoop(", ("above 0.9 at 400 labels", "above 0.55"), _loop),
     Claim('"stochastic(margin):beta=2"', ("above 0.95 at 300 labels",), _spec),
     Claim('"ssl-lpm"', ("above 0.55", "above 0.85 at 200 labels"), _ssl),
+    Claim("class MyDetector", ("lose more than the pool does", "more than 0.5"), _detector),
 )
 
 

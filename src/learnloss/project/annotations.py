@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,10 @@ class AnnotationSchema:
             flag = "--keypoints" if self.task == "keypoints" else "--classes"
             plural = f"{what}{'es' if what == 'class' else 's'}" if least > 1 else what
             raise UsageError(f"a {self.task} project needs at least {least} {plural}; give them with {flag} a,b,c")
+        repeated = sorted({name for name in self.names if self.names.count(name) > 1})
+        if repeated:
+            raise UsageError(f"a project names each {'keypoint' if self.task == 'keypoints' else 'class'} once; "
+                             f"{', '.join(repeated)} repeat")
         if self.skeleton and self.task != "keypoints":
             raise UsageError("a skeleton belongs to a keypoints project")
         known = set(self.names)
@@ -181,9 +186,20 @@ class AnnotationSchema:
 
     # ------------------------------------------------------------------------------------------ checks
 
+    def registered(self, name: Any) -> Any:
+        """``name`` as the project registered it when it is one of :attr:`names` once Unicode-normalised (NFC, as
+        every name is compared), else ``name`` unchanged."""
+        if not isinstance(name, str):
+            return name
+        def nfc(text: str) -> str:  # as learnloss.project.paths.nfc, which imports what imports this module
+            return unicodedata.normalize("NFC", text)
+
+        return {nfc(known): known for known in self.names}.get(nfc(name.strip()), name)
+
     def box(self, where: str, label: Any, x0: float, y0: float, x1: float, y1: float, problems: list[str]
             ) -> dict[str, Any] | None:
         """A checked box (normalised corners) of class ``label``, or None after adding its problem."""
+        label = self.registered(label)
         if not isinstance(label, str) or label not in self.names:
             problems.append(f"{where}: unknown class {label!r}; the classes are {', '.join(self.names)}")
             return None
@@ -201,6 +217,7 @@ class AnnotationSchema:
               ) -> tuple[str, list[float]] | None:
         """A checked keypoint ``name`` at normalised ``(x, y)`` with visibility ``v`` (1 or 2), or None after
         adding its problem."""
+        name = self.registered(name)
         if not isinstance(name, str) or name not in self.names:
             problems.append(f"{where}: unknown keypoint {name!r}; the keypoints are {', '.join(self.names)}")
             return None
@@ -447,8 +464,8 @@ class AnnotationSchema:
             category = {name: i + 1 for i, name in enumerate(self.names)}
             for n, box in enumerate(target["boxes"]):
                 x0, y0, x1, y1 = box["box"]
-                bbox = [round(x0 * width, 4), round(y0 * height, 4), round((x1 - x0) * width, 4),
-                        round((y1 - y0) * height, 4)]
+                bbox = [round(x0 * width, 6), round(y0 * height, 6), round((x1 - x0) * width, 6),
+                        round((y1 - y0) * height, 6)]
                 out.append({"id": first_id + n, "image_id": image_id, "category_id": category[box["label"]],
                             "bbox": bbox, "area": round(bbox[2] * bbox[3], 3), "iscrowd": 0})
             return out
@@ -456,7 +473,7 @@ class AnnotationSchema:
         xs, ys = [], []
         for name in self.names:
             x, y, v = target["keypoints"].get(name, (0.0, 0.0, 0))
-            flat += [round(x * width, 4), round(y * height, 4), int(v)] if v else [0, 0, 0]
+            flat += [round(x * width, 6), round(y * height, 6), int(v)] if v else [0, 0, 0]
             if v:
                 xs.append(x * width)
                 ys.append(y * height)
