@@ -274,15 +274,15 @@ _NO_LABEL_COLUMN = ("a {task} project takes its labels from --labels or learnlos
 
 
 def _init_schema(task: str, classes: list[str] | None, keypoints: list[str] | None,
-                 skeleton: list[tuple[str, str]] | None, category: str | None) -> AnnotationSchema:
-    """The schema of a new project of ``task`` (for classification, the classes are settled once the sources are
-    read); every name checked as class names are."""
+                 skeleton: list[tuple[str, str]] | None, category: str | None) -> AnnotationSchema | None:
+    """The schema of a new project of ``task``, or None for classification (its classes are settled once the
+    sources are read); every name checked as class names are."""
     if task not in PROJECT_TASKS:
         raise UsageError(f"--task must be one of {', '.join(PROJECT_TASKS)}, got {task!r}")
     if task != "keypoints" and (keypoints or skeleton or category):
         raise UsageError("--keypoints, --skeleton and --category belong to --task keypoints")
     if task == "classification":
-        return AnnotationSchema("classification", ("?", "?"))  # a placeholder until the sources are read
+        return None
     if task == "detection":
         if not classes:
             raise UsageError("a detection project needs its object classes: give them with --classes a,b,c")
@@ -371,17 +371,17 @@ def init_project(
         raise UsageError(f"the data root {root} is not a folder")
     schema = _init_schema(task, classes, keypoints, skeleton, category)
     if images is not None:
-        entries, problems, _ = _scan_folder(root, root, layout=True, classes=schema.classes)
+        entries, problems, _ = _scan_folder(root, root, layout=True, classes=schema is None)
         source: object = root
     else:
         entries, problems = _read_manifest(Path(str(manifest)), "")
         source = manifest
         if not entries and not problems:
             raise UsageError(f"{manifest}: lists no images")
-        if not schema.classes:
+        if schema is not None:
             problems.extend((e.where, _NO_LABEL_COLUMN.format(task=task)) for e in entries if e.label is not None)
     entries, headers = _check_files(root, entries, problems, source, "created")
-    if schema.classes:
+    if schema is None:
         found = sorted({e.label for e in entries if e.label is not None})
         names = _class_names(classes, "--classes") if classes else _class_names(found, "the class names of the sources")
         if len(names) < 2:
