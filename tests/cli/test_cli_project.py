@@ -43,7 +43,8 @@ def test_init_query_label_status_export(project, tmp_path, capsys):
         (["label", "PROJECT", "BAD.csv"], "1 problem, nothing was imported: row 2: unknown class 'c'"),
         (["query", "NOWHERE", "--k", "3"], "is not a learnloss project"),
         (["init", "PROJECT", "--images", "NOWHERE"], "already exists"),
-        (["export", "PROJECT", "--out", "labels.xlsx"], "export format must be csv or json"),
+        (["export", "PROJECT", "--out", "labels.xlsx"],
+         "export format must be one of csv, json, coco, labelstudio, got xlsx"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(project, tmp_path, capsys, args, fragment):
@@ -77,3 +78,72 @@ def test_a_filled_in_batch_is_never_overwritten_by_a_re_export(project, capsys):
     assert "--k 6 is not used: the open batch of cycle 0 was queried with --k 4" in out
     assert main(["label", str(project), str(csv_path)]) == 0
     assert "4 added" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- projects of boxes and keypoints
+
+
+@pytest.fixture(scope="module")
+def detection_project(tmp_path_factory):
+    """``learnloss init --task detection`` with COCO labels, and one query."""
+    from annotation_support import CLASSES, box_images, seed_paths, write_coco
+
+    base = tmp_path_factory.mktemp("detection")
+    records = box_images(base / "data")
+    coco = write_coco(base / "seed.json", records, "detection", seed_paths(records))
+    project = base / "proj"
+    assert main(["init", str(project), "--images", str(base / "data"), "--task", "detection", "--classes",
+                 ",".join(CLASSES), "--labels", str(coco), "--epochs", "1", "--image-size", "32"]) == 0
+    assert main(["query", str(project), "--k", "3", "--quiet", "--device", "cpu"]) == 0
+    return project, records
+
+
+def test_init_of_a_detection_project_without_classes_is_one_line(tmp_path, capsys):
+    from annotation_support import box_images
+
+    box_images(tmp_path / "data", n_train=2, n_test=1)
+    assert main(["init", str(tmp_path / "proj"), "--images", str(tmp_path / "data"), "--task", "detection"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("learnloss: error: a detection project needs its object classes: give them with "
+                                   "--classes")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_a_skeleton_edge_without_a_dash_is_refused_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["init", str(tmp_path / "proj"), "--images", str(tmp_path), "--task", "keypoints", "--keypoints",
+              "head,neck", "--skeleton", "head"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --skeleton: a skeleton edge is two keypoint names joined by '-', got 'head'" in err
+    assert "Traceback" not in err and not (tmp_path / "proj").exists()
+
+
+def test_status_of_a_detection_project_names_its_task_and_metrics(detection_project, capsys):
+    project, _ = detection_project
+    capsys.readouterr()
+    assert main(["status", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert f"{project} (images in " in out and "; detection; classes: cat, dog" in out
+    (cycle,) = [line for line in out.splitlines() if line.strip().startswith("cycle 0")]
+    assert "cycle 0 (queried): 8 labels, test map50 " in cycle and ", test map " in cycle
+    assert "accuracy" not in cycle.replace("LPM ranking accuracy", "")
+    assert main(["status", str(project), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["task"] == "detection" and {"test_map50", "test_map"} <= set(status["cycles"][0])
+    assert "test_accuracy" not in status["cycles"][0]
+
+
+def test_export_format_coco_writes_coco_json(detection_project, tmp_path, capsys):
+    project, records = detection_project
+    out = tmp_path / "labels.json"
+    assert main(["export", str(project), "--out", str(out), "--format", "coco"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 16 labels to {out}"
+    document = json.load(out.open())
+    assert len(document["images"]) == 16 and len(document["annotations"]) == 16
+    assert [c["name"] for c in document["categories"]] == ["cat", "dog"]
+    by_name = {image["file_name"]: image for image in document["images"]}
+    first = records[0]
+    (annotation,) = [a for a in document["annotations"] if a["image_id"] == by_name[first["path"]]["id"]]
+    assert annotation["bbox"] == first["bbox"] and by_name[first["path"]]["width"] == 64

@@ -11,12 +11,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "labelstudio"))
 
+from annotation_support import CLASSES as BOX_CLASSES  # noqa: E402
+from annotation_support import TINY, box_images, seed_paths, write_coco  # noqa: E402
 from lsclient import CLASSES, make_images  # noqa: E402
+from tests_support import store_snapshot  # noqa: E402
 
 from learnloss.cli.main import main  # noqa: E402
 from learnloss.errors import UsageError  # noqa: E402
-from learnloss.labeling.backend import UNTRAINED, LabelStudioBackend, ServeConfig  # noqa: E402
-from learnloss.labeling.workflow import project_dataset, project_spec, query_project  # noqa: E402
+from learnloss.labeling.backend import UNTRAINED, BackendError, LabelStudioBackend, ServeConfig  # noqa: E402
+from learnloss.labeling.workflow import init_project, project_dataset, project_spec, query_project  # noqa: E402
 from learnloss.project.labelstudio import label_studio_config  # noqa: E402
 from learnloss.project.store import ProjectStore  # noqa: E402
 from learnloss.runs.evaluate import ProjectReader  # noqa: E402
@@ -225,3 +228,136 @@ def test_serve_refuses_to_listen_on_all_addresses_without_a_token(project, capsy
     monkeypatch.delenv("LEARNLOSS_SERVE_TOKEN", raising=False)
     assert main(["serve", str(project[0]), "--host", "0.0.0.0"]) == 2
     assert "set a token first" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- a detection project
+
+@pytest.fixture(scope="module")
+def detection_trained(tmp_path_factory):
+    """A detection project (COCO labels for 8 pool and 8 test images) after one query."""
+    base = tmp_path_factory.mktemp("serve-detection")
+    records = box_images(base / "data")
+    coco = write_coco(base / "seed.json", records, "detection", seed_paths(records))
+    project = base / "project"
+    init_project(project, images=base / "data", labels=coco, task="detection", classes=list(BOX_CLASSES),
+                 settings=TINY)
+    query_project(project, 3, device="cpu")
+    return project
+
+
+@pytest.fixture
+def detection(detection_trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "project"
+    shutil.copytree(detection_trained, copy)
+    return copy
+
+
+def _unlabeled(project: Path) -> list[tuple[int, str]]:
+    with ProjectStore(project) as store:
+        labels = store.current_labels()
+        return [(item, source) for item, source in store.items("pool") if item not in labels]
+
+
+def _box(label: str, x: float, y: float, w: float, h: float, rotation: float = 0, region: str = "r1") -> dict:
+    return {"id": region, "from_name": "label", "to_name": "image", "type": "rectanglelabels", "original_width": 64,
+            "original_height": 64, "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation,
+                                             "rectanglelabels": [label]}}
+
+
+def test_detection_setup_takes_the_projects_config_and_refuses_other_labels(detection):
+    backend = _backend(detection)
+    own = (detection / "exports" / "labelstudio-config.xml").read_text()
+    assert backend.setup({"schema": own}) == {"model_version": UNTRAINED}
+    control = backend._check_config(own)
+    assert (control.from_name, control.to_name, set(control.choices)) == ("label", "image", set(BOX_CLASSES))
+    renamed = own.replace('name="label"', 'name="boxes"').replace('toName="image"', 'toName="photo"')
+    assert backend._check_config(renamed).from_name == "boxes"  # names are the configuration's own
+    for config, fragment in [
+        (own.replace('value="dog"', 'value="bird"'), "labels (cat, bird) are not this project's (cat, dog)"),
+        (own.replace('    <Label value="dog"/>\n', ""), "labels (cat) are not this project's (cat, dog)"),
+        (label_studio_config(list(BOX_CLASSES)), "needs exactly one <RectangleLabels> control"),
+        (own.replace("RectangleLabels", "KeyPointLabels"), "needs exactly one <RectangleLabels> control"),
+        ("<View><Image", "not valid XML"),
+    ]:
+        with pytest.raises(BackendError) as raised:
+            backend.setup({"schema": config})
+        assert raised.value.status == 400 and fragment in str(raised.value)
+        assert "labelstudio-config.xml" in str(raised.value) or fragment == "not valid XML"
+    response = _client(backend).post("/setup", json={"schema": own.replace('value="dog"', 'value="bird"')})
+    assert response.status_code == 400 and "bird" in response.json()["error"]
+
+
+def test_detection_annotations_store_boxes_and_refuse_a_rotated_box_whole(detection):
+    backend = _backend(detection, retrain_every=0)
+    (one, first), (two, second), (three, third) = _unlabeled(detection)[:3]
+    summary = backend.apply([(_task(one, first, 1), {"id": 1, "result": [
+        _box("dog", 12.5, 25, 50, 25), _box("cat", 0, 0, 100, 100, region="r2")]})], relabel=False, origin="test")
+    assert (summary.added, summary.relabeled) == (1, 0)
+    with ProjectStore(detection) as store:
+        labels = store.current_labels()
+    assert labels[one] == {"boxes": [{"label": "cat", "box": [0.0, 0.0, 1.0, 1.0]},
+                                     {"label": "dog", "box": [0.125, 0.25, 0.625, 0.5]}]}
+    # no region: the image holds no object of the project's classes
+    assert backend.apply([(_task(two, second, 2), {"id": 2, "result": []})], relabel=False, origin="test").added == 1
+    with ProjectStore(detection) as store:
+        assert store.current_labels()[two] == {"boxes": []}
+        snapshot = store_snapshot(store)
+    # a rotated box refuses the whole event: the good annotation beside it is not written either
+    good = (_task(three, third, 3), {"id": 3, "result": [_box("cat", 10, 10, 20, 20)]})
+    rotated = (_task(one, first, 1), {"id": 4, "result": [_box("dog", 12.5, 25, 50, 25, rotation=30)]})
+    with pytest.raises(BackendError) as raised:
+        backend.apply([good, rotated], relabel=True, origin="test")
+    assert raised.value.status == 422 and "is rotated (30°)" in str(raised.value)
+    with ProjectStore(detection) as store:
+        assert store_snapshot(store) == snapshot
+    # through the webhook too: 422, nothing written
+    answer = _client(backend).post("/webhook", json={"action": "ANNOTATION_CREATED", "task": rotated[0],
+                                                     "annotation": rotated[1]})
+    assert answer.status_code == 422 and "rotated" in answer.json()["error"]
+    with ProjectStore(detection) as store:
+        assert store_snapshot(store) == snapshot
+
+
+def test_detection_predict_answers_regions_with_the_model_version(detection):
+    backend = _backend(detection)
+    assert backend.load() and backend.model_version == "learnloss-cycle-0"
+    items = _unlabeled(detection)[:3]
+    tasks = [_task(item, source, n) for n, (item, source) in enumerate(items)]
+    tasks.append({"id": 99, "data": {"image": "/data/local-files/?d=elsewhere/x.png"}})
+    answer = backend.predict({"tasks": tasks})
+    results = answer["results"]
+    assert answer["model_version"] == "learnloss-cycle-0" and len(results) == 4
+    for entry in results[:3]:
+        assert entry["model_version"] == "learnloss-cycle-0" and isinstance(entry["score"], float)
+        assert isinstance(entry["result"], list)
+        for region in entry["result"]:
+            assert region["type"] == "rectanglelabels" and region["value"]["rectanglelabels"][0] in BOX_CLASSES
+            assert (region["from_name"], region["to_name"]) == ("label", "image") and region["score"] >= 0.3
+    assert results[3] == {"result": [], "model_version": "learnloss-cycle-0"}
+    # the scores are the query's (learning loss: the LPM's predicted loss)
+    with ProjectStore(detection) as store:
+        recorded = {item: score for item, _, _, score, _, _ in store.query_items(0)}
+    for (item, _), entry in zip(items, results):
+        if item in recorded:
+            assert entry["score"] == pytest.approx(recorded[item], rel=1e-4, abs=1e-5)
+
+
+def test_detection_predict_names_regions_by_the_label_studio_config(detection, monkeypatch):
+    """Predicted boxes become regions of the configuration's own control names, in percent."""
+    backend = _backend(detection)
+    assert backend.load()
+    boxes = '{"boxes": [{"label": "dog", "box": [0.25, 0.5, 0.75, 1.0], "score": 0.8}]}'
+    monkeypatch.setattr(backend, "_score", lambda model, paths: ([boxes, '{"boxes": []}'][:len(paths)],
+                                                                  [None] * len(paths), [2.5, 1.5][:len(paths)]))
+    own = (detection / "exports" / "labelstudio-config.xml").read_text()
+    renamed = own.replace('name="label"', 'name="boxes"').replace('toName="image"', 'toName="photo"')
+    (one, first), (two, second) = _unlabeled(detection)[:2]
+    answer = backend.predict({"tasks": [_task(one, first, 1), _task(two, second, 2)], "label_config": renamed})
+    (region,) = answer["results"][0]["result"]
+    assert (region["from_name"], region["to_name"], region["type"]) == ("boxes", "photo", "rectanglelabels")
+    assert region["value"]["rectanglelabels"] == ["dog"] and region["value"]["rotation"] == 0
+    assert [region["value"][k] for k in ("x", "y", "width", "height")] == pytest.approx([25, 50, 50, 50])
+    assert region["score"] == 0.8 and answer["results"][0]["score"] == 2.5
+    assert answer["results"][1] == {"result": [], "model_version": "learnloss-cycle-0", "score": 1.5}

@@ -248,11 +248,17 @@ def write_query_batch(
     write_json(paths["labelstudio"], [
         label_studio_task(setup, i.item_id, i.path, i.prediction, i.confidence, i.score, i.rank,
                           f"learnloss-cycle-{cycle}",
-                          None if schema.classes else schema.label_studio_results(_decoded(i.prediction), True, "p"))
+                          None if schema.classes else _regions(schema, i.prediction))
         for i in items])
     with atomic_write(paths["labelstudio_config"]) as handle:
         handle.write(schema.label_studio_config())
     return paths, kept
+
+
+def _regions(schema: AnnotationSchema, prediction: str) -> list[dict[str, Any]]:
+    """The pre-annotated regions of a stored prediction of boxes or keypoints; none without one."""
+    decoded = _decoded(prediction)
+    return [] if decoded is None else schema.label_studio_results(decoded, True, "p")
 
 
 def _decoded(prediction: str) -> Any:
