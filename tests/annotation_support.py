@@ -84,3 +84,15 @@ def task_names(task: str) -> dict[str, Any]:
     if task == "detection":
         return {"classes": list(CLASSES)}
     return {"keypoints": list(KEYPOINTS), "skeleton": SKELETON, "category": "figure"}
+
+
+def ls_point(x: float, y: float, name: str, ident: str) -> dict:
+    """A Label Studio keypoint region as the UI posts it (percent coordinates)."""
+    return {"id": ident, "from_name": "label", "to_name": "image", "type": "keypointlabels",
+            "value": {"x": x, "y": y, "width": 0.75, "keypointlabels": [name]}}
+
+
+def ls_occluded(ident: str) -> dict:
+    """The per-region ``occluded`` choice of the keypoint region ``ident``."""
+    return {"id": ident, "from_name": "visibility", "to_name": "image", "type": "choices",
+            "value": {"x": 0, "y": 0, "width": 0.75, "choices": ["occluded"]}}

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
+from annotation_support import ls_occluded, ls_point
 from learnloss.errors import UsageError
 from learnloss.project.annotations import (
     KEYPOINT_MIN_CONFIDENCE,
@@ -35,14 +36,6 @@ def _ls_box(x, y, w, h, labels=("cat",), rotation=0, ident="a"):
             "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": list(labels)}}
 
 
-def _ls_point(x, y, name, ident):
-    return {"id": ident, "from_name": "label", "to_name": "image", "type": "keypointlabels",
-            "value": {"x": x, "y": y, "width": 0.75, "keypointlabels": [name]}}
-
-
-def _occluded(ident):
-    return {"id": ident, "from_name": "visibility", "to_name": "image", "type": "choices",
-            "value": {"x": 0, "y": 0, "width": 0.75, "choices": ["occluded"]}}
 
 
 # ------------------------------------------------------------------------------------------- construction
@@ -409,13 +402,13 @@ def test_label_studio_round_trip_keypoints(target):
 
 
 def test_from_label_studio_occluded_choice_may_come_first():
-    results = [_occluded("b"), _ls_point(10, 20, "head", "a"), _ls_point(30, 40, "tail", "b")]
+    results = [ls_occluded("b"), ls_point(10, 20, "head", "a"), ls_point(30, 40, "tail", "b")]
     back, problems = _problems_of(lambda p: KP.from_label_studio(results, "t", p))
     assert problems == [] and back == {"keypoints": {"head": [0.1, 0.2, 2], "tail": [0.3, 0.4, 1]}}
 
 
 def test_from_label_studio_visibility_without_occluded_is_visible():
-    results = [_ls_point(10, 20, "head", "a"), {**_occluded("a"), "value": {"choices": []}}]
+    results = [ls_point(10, 20, "head", "a"), {**ls_occluded("a"), "value": {"choices": []}}]
     back, problems = _problems_of(lambda p: KP.from_label_studio(results, "t", p))
     assert problems == [] and back == {"keypoints": {"head": [0.1, 0.2, 2]}}
 
@@ -462,18 +455,18 @@ def test_from_label_studio_full_turn_is_not_rotated():
     (DET, [_ls_box(10, "10", 20, 20)], "t: region 1: the 'cat' box needs numeric x, y, width and height"),
     (DET, [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}],
      "t: region 1: a 'choices' result, but a detection project reads rectanglelabels"),
-    (DET, [_ls_point(10, 10, "cat", "a")], "t: region 1: a 'keypointlabels' result, but a detection project reads "
+    (DET, [ls_point(10, 10, "cat", "a")], "t: region 1: a 'keypointlabels' result, but a detection project reads "
                                            "rectanglelabels"),
-    (DET, [_occluded("a")], "t: region 1: a 'choices' result, but a detection project"),
+    (DET, [ls_occluded("a")], "t: region 1: a 'choices' result, but a detection project"),
     (DET, ["cat"], "t: region 1: a result must be an object with a 'value'"),
     (DET, [{"type": "rectanglelabels"}], "t: region 1: a result must be an object with a 'value'"),
     (KP, [_ls_box(10, 10, 20, 20)], "t: region 1: a 'rectanglelabels' result, but a keypoints project reads "
                                     "keypointlabels"),
-    (KP, [_ls_point(10, 10, "head", "a"), _ls_point(20, 20, "head", "b")], "t: keypoint 'head' is placed twice"),
-    (KP, [_ls_point(10, 10, "ear", "a")], "t: region 1: unknown keypoint 'ear'"),
-    (KP, [_ls_point(10, 101, "head", "a")], "t: region 1: keypoint 'head' lies outside the image"),
-    (KP, [_ls_point(None, 10, "head", "a")], "t: region 1: keypoint 'head' needs numeric x and y"),
-    (KP, [{**_ls_point(10, 10, "head", "a"), "value": {"x": 10, "y": 10, "keypointlabels": ["head", "tail"]}}],
+    (KP, [ls_point(10, 10, "head", "a"), ls_point(20, 20, "head", "b")], "t: keypoint 'head' is placed twice"),
+    (KP, [ls_point(10, 10, "ear", "a")], "t: region 1: unknown keypoint 'ear'"),
+    (KP, [ls_point(10, 101, "head", "a")], "t: region 1: keypoint 'head' lies outside the image"),
+    (KP, [ls_point(None, 10, "head", "a")], "t: region 1: keypoint 'head' needs numeric x and y"),
+    (KP, [{**ls_point(10, 10, "head", "a"), "value": {"x": 10, "y": 10, "keypointlabels": ["head", "tail"]}}],
      "t: region 1: a region needs exactly one label"),
 ])
 def test_from_label_studio_problems(schema, results, message):
@@ -493,7 +486,7 @@ def test_from_label_studio_keeps_earlier_problems_apart():
     problems = ["an earlier task's problem"]
     assert DET.from_label_studio([_ls_box(10, 10, 20, 20)], "t", problems) == \
         {"boxes": [{"label": "cat", "box": [0.1, 0.1, 0.3, 0.3]}]}
-    assert KP.from_label_studio([_ls_point(10, 10, "head", "a")], "t", problems) == \
+    assert KP.from_label_studio([ls_point(10, 10, "head", "a")], "t", problems) == \
         {"keypoints": {"head": [0.1, 0.1, 2]}}
     assert problems == ["an earlier task's problem"]
 

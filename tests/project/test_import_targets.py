@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from annotation_support import ls_occluded, ls_point
 from learnloss.project.annotations import AnnotationSchema
 from learnloss.project.importer import LabelFileError, LabelRow, apply_label_rows, import_labels
 from learnloss.project.store import LabelRecord, ProjectStore
@@ -48,14 +49,6 @@ def _box(x, y, w, h, label="cat", ident="b"):
             "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [label]}}
 
 
-def _point(x, y, name, ident):
-    return {"id": ident, "from_name": "label", "to_name": "image", "type": "keypointlabels",
-            "value": {"x": x, "y": y, "width": 0.75, "keypointlabels": [name]}}
-
-
-def _occluded(ident):
-    return {"id": ident, "from_name": "visibility", "to_name": "image", "type": "choices",
-            "value": {"x": 0, "y": 0, "width": 0.75, "choices": ["occluded"]}}
 
 
 def _task(number, item_id, *annotations, by="id"):
@@ -238,9 +231,9 @@ def test_removing_every_box_is_a_relabel_too(det, tmp_path):
 
 def test_label_studio_keypoints_export_is_applied(kp, tmp_path):
     tasks = [
-        _task(1, 1, [_point(50, 40, "nose", "p1"), _point(40, 30, "left_eye", "p2"), _occluded("p2"),
-                     _point(60, 30, "right_eye", "p3")]),
-        _task(2, 2, [_occluded("q"), _point(25, 75, "right_eye", "q")], by="path"),
+        _task(1, 1, [ls_point(50, 40, "nose", "p1"), ls_point(40, 30, "left_eye", "p2"), ls_occluded("p2"),
+                     ls_point(60, 30, "right_eye", "p3")]),
+        _task(2, 2, [ls_occluded("q"), ls_point(25, 75, "right_eye", "q")], by="path"),
     ]
     summary = import_labels(kp, _export(tmp_path, tasks))
     assert summary.added == 2
@@ -260,7 +253,7 @@ def test_keypoints_round_trip_through_label_studio_results(kp, tmp_path):
 
 
 def test_keypoints_annotation_without_a_keypoint_is_skipped(kp, tmp_path):
-    tasks = [_task(1, 1, []), _task(2, 2, [_point(10, 10, "nose", "a")]), _task(3, 3, {"was_cancelled": True})]
+    tasks = [_task(1, 1, []), _task(2, 2, [ls_point(10, 10, "nose", "a")]), _task(3, 3, {"was_cancelled": True})]
     summary = import_labels(kp, _export(tmp_path, tasks))
     assert summary.added == 1 and kp.current_labels() == {2: {"keypoints": {"nose": [0.1, 0.1, 2]}}}
     assert summary.skipped == ("task 1 (learnloss_id 1): annotated without any keypoint",
@@ -268,20 +261,20 @@ def test_keypoints_annotation_without_a_keypoint_is_skipped(kp, tmp_path):
 
 
 @pytest.mark.parametrize(("results", "message"), [
-    ([_point(10, 10, "nose", "a"), _point(20, 20, "nose", "b")], "task 1: keypoint 'nose' is placed twice; keep one"),
-    ([_point(10, 10, "chin", "a")], "task 1: region 1: unknown keypoint 'chin'"),
+    ([ls_point(10, 10, "nose", "a"), ls_point(20, 20, "nose", "b")], "task 1: keypoint 'nose' is placed twice; keep one"),
+    ([ls_point(10, 10, "chin", "a")], "task 1: region 1: unknown keypoint 'chin'"),
     ([_box(10, 10, 10, 10)], "task 1: region 1: a 'rectanglelabels' result, but a keypoints project reads "
                              "keypointlabels"),
 ])
 def test_keypoints_problems(kp, tmp_path, results, message):
     with pytest.raises(LabelFileError, match=re.escape(message)):
-        import_labels(kp, _export(tmp_path, [_task(1, 1, results), _task(2, 2, [_point(10, 10, "nose", "a")])]))
+        import_labels(kp, _export(tmp_path, [_task(1, 1, results), _task(2, 2, [ls_point(10, 10, "nose", "a")])]))
     assert kp.current_labels() == {}
 
 
 def test_keypoint_annotations_that_differ_in_visibility_are_a_problem(kp, tmp_path):
-    visible = [_point(10, 10, "nose", "a")]
-    occluded = [_point(10, 10, "nose", "a"), _occluded("a")]
+    visible = [ls_point(10, 10, "nose", "a")]
+    occluded = [ls_point(10, 10, "nose", "a"), ls_occluded("a")]
     with pytest.raises(LabelFileError, match=re.escape("task 1: its 2 annotations differ (1 keypoint, 1 keypoint)")):
         import_labels(kp, _export(tmp_path, [_task(1, 1, visible, occluded)]))
 

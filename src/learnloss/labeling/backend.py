@@ -454,8 +454,7 @@ class LabelStudioBackend:
                     skipped.append(f"{where}: no choice")
                 continue
             if ident is None and path is None:
-                problems.append(f"{where}: the task names no item (no data.learnloss_id, and its image URL is not under "
-                                f"{self.setup_ls.url_prefix})")
+                problems.append(self._no_item(where))
                 continue
             rows.append(LabelRow(where, ident, path, nfc(choice)))
         document = json.dumps([[t.get("id") if isinstance(t, Mapping) else None, a] for t, a in pairs],
@@ -473,6 +472,11 @@ class LabelStudioBackend:
                  summary.unchanged, f"; skipped: {'; '.join(summary.skipped)}" if summary.skipped else "")
         return summary
 
+    def _no_item(self, where: str) -> str:
+        """The problem of an annotated task that names no item of the project."""
+        return (f"{where}: the task names no item (no data.learnloss_id, and its image URL is not under "
+                f"{self.setup_ls.url_prefix})")
+
     def _target_row(self, ident: int | None, path: str | None, results: Any, where: str, rows: list[LabelRow],
                     skipped: list[str], problems: list[str]) -> None:
         """The boxes or keypoints of one annotation as a row (an annotation without a box labels an image holding
@@ -487,8 +491,7 @@ class LabelStudioBackend:
             skipped.append(f"{where}: no keypoint")
             return
         if ident is None and path is None:
-            problems.append(f"{where}: the task names no item (no data.learnloss_id, and its image URL is not under "
-                            f"{self.setup_ls.url_prefix})")
+            problems.append(self._no_item(where))
             return
         rows.append(LabelRow(where, ident, path, None, target))
 
