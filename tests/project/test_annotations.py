@@ -13,6 +13,7 @@ import torch
 
 from annotation_support import ls_occluded, ls_point
 from learnloss.errors import UsageError
+from learnloss.tasks import build_task
 from learnloss.project.annotations import (
     KEYPOINT_MIN_CONFIDENCE,
     MAX_PREDICTED_BOXES,
@@ -263,10 +264,12 @@ def test_encode_keypoints():
 
 
 def test_unknown_targets():
-    assert CLS.unknown(3, torch.zeros(5, dtype=torch.long)).tolist() == [-1, -1, -1]
-    det = DET.unknown(2, torch.zeros(7, 4, 5))
+    # a project's unlabeled items get its task's empty targets (ProjectImages.dataset)
+    unknown = {schema.task: build_task(schema.task).empty_targets for schema in (CLS, DET, KP)}
+    assert unknown["classification"](3, torch.zeros(5, dtype=torch.long)).tolist() == [-1, -1, -1]
+    det = unknown["detection"](2, torch.zeros(7, 4, 5))
     assert det.shape == (2, 4, 5) and torch.isnan(det).all()
-    kp = KP.unknown(1, torch.zeros(7, 3, 3))
+    kp = unknown["keypoints"](1, torch.zeros(7, 3, 3))
     assert kp.shape == (1, 3, 3) and torch.isnan(kp).all()
 
 

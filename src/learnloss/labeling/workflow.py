@@ -45,6 +45,7 @@ from learnloss.runs.journal import LabelingJournal, label_fingerprint
 from learnloss.runs.presets import LABELING_PRESETS, resolve_spec
 from learnloss.runs.spec import RunSpec
 from learnloss.strategies import build_strategy
+from learnloss.tasks import build_task
 
 __all__ = [
     "COLORS", "EXPORT_FIELDS", "EXPORT_FORMATS", "ProjectImages", "QueryOutcome", "add_items", "export_labels",
@@ -298,14 +299,18 @@ def _init_schema(task: str, classes: list[str] | None, keypoints: list[str] | No
     return AnnotationSchema("keypoints", names, edges, what)
 
 
-def image_sizes(store: ProjectStore) -> Callable[[int], tuple[int, int]]:
-    """The pixel size (width, height) of a project item's image by its id, read from the image's header: what the
-    pixel coordinates of a label file (COCO) are checked against."""
+def image_sizes(store: ProjectStore, known: dict[str, tuple[int, int]] | None = None
+                ) -> Callable[[int], tuple[int, int]]:
+    """The pixel size (width, height) of a project item's image by its id, read from the image's header (or from
+    ``known``, item path -> size, for headers the caller has read already): what the pixel coordinates of a label
+    file (COCO) are checked against."""
     root = Path(store.meta("data_root"))
     locator = ItemLocator(root)
     sources = dict(store.items(include_retired=True))
 
     def size(item_id: int) -> tuple[int, int]:
+        if known is not None and sources[item_id] in known:
+            return known[sources[item_id]]
         path = locator.find(sources[item_id], f"item {item_id}")
         if not path.is_file():
             raise UsageError(f"the image of item {item_id} ({sources[item_id]!r}) is gone from {root}; restore it")
@@ -413,7 +418,8 @@ def init_project(
                 _register(store, db, entries, {name: name for name in names}, "init")
             skipped: tuple[str, ...] = ()
             if labels is not None:
-                skipped = import_labels(store, labels, image_size=image_sizes(store)).skipped
+                sizes = {entry.path: header.size for entry, header in zip(entries, headers)}  # read by _check_files
+                skipped = import_labels(store, labels, image_size=image_sizes(store, sizes)).skipped
             counts: dict[str, Any] = dict(store.counts())
         if project.exists():
             project.rmdir()
@@ -565,17 +571,16 @@ class ProjectImages:
     splits: list[str]
     labels: dict[int, Any]
     """Item id -> current label: a class name, or boxes / keypoints as stored."""
-    classes: list[str]
+    schema: AnnotationSchema
+    """The project's task and the names its labels use."""
     mode: str
     """PIL mode the images are read in: ``'L'`` or ``'RGB'``."""
     size: int
-    schema: AnnotationSchema | None = None
-    """The project's task and names (None: classification over :attr:`classes`)."""
 
     @property
-    def annotation(self) -> AnnotationSchema:
-        """The project's task and names."""
-        return self.schema or AnnotationSchema("classification", tuple(self.classes))
+    def classes(self) -> list[str]:
+        """The classes (classification, detection) or keypoints (keypoints) the model's outputs stand for."""
+        return list(self.schema.names)
 
     def pool_counts(self) -> tuple[int, int]:
         """How many pool items are labeled, and how many are not."""
@@ -586,7 +591,7 @@ class ProjectImages:
     def dataset(self) -> tuple[Dataset, list[int]]:
         """The pool items with their labels (``-1``: unlabeled) and the labeled test items, as a dataset whose
         images are decoded per batch, and the store's item id of each pool index (see :func:`project_dataset`)."""
-        labels, size, schema = self.labels, self.size, self.annotation
+        labels, size, schema = self.labels, self.size, self.schema
         pool = [i for i, split in enumerate(self.splits) if split == "pool"]
         test = [i for i, split in enumerate(self.splits) if split == "test" and self.item_ids[i] in labels]
         pool_x = ImageSource([self.paths[i] for i in pool], self.mode, (size, size), resize=True)
@@ -594,7 +599,7 @@ class ProjectImages:
         test_y = schema.encode([labels[self.item_ids[i]] for i in test])
         labeled = [n for n, i in enumerate(pool) if self.item_ids[i] in labels]
         known = schema.encode([labels[self.item_ids[pool[n]]] for n in labeled])
-        pool_y = schema.unknown(len(pool), known)
+        pool_y = build_task(schema.task).empty_targets(len(pool), known)
         pool_y[torch.as_tensor(labeled, dtype=torch.long)] = known
         height, width = pool_x.shape[2:]
         # images of unknown content are cropped after padding; boxes and keypoints would move with the crop
@@ -621,9 +626,8 @@ def project_images(store: ProjectStore, spec: RunSpec, labels: dict[int, Any] | 
                          f"restore them, or retire them with learnloss remove {store.project} {ids}")
     return ProjectImages(
         paths=paths, item_ids=[row[0] for row in rows], splits=[row[2] for row in rows],
-        labels=store.current_labels() if labels is None else labels, classes=store.classes(),
-        mode="L" if _project_color(store, root) == "grey" else "RGB", size=spec.image_size or 32,
-        schema=store.annotation_schema())
+        labels=store.current_labels() if labels is None else labels, schema=store.annotation_schema(),
+        mode="L" if _project_color(store, root) == "grey" else "RGB", size=spec.image_size or 32)
 
 
 def project_dataset(store: ProjectStore, spec: RunSpec, labels: dict[int, Any] | None = None
@@ -703,7 +707,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
         labeled, _ = images.pool_counts()
         loop = build_loop(spec, dataset, oracle=HumanOracle(), initial=labeled, query=k, cycles=2,
                           progress=progress and dist.is_main, dist=dist)
-        journal = (LabelingJournal(held[0], spec, images.classes, pool_ids, images.labels, images.annotation)
+        journal = (LabelingJournal(held[0], spec, images.classes, pool_ids, images.labels, images.schema)
                    if held else None)
         point = loop.begin(journal)
         cycle = dist.broadcast(journal.cycle if journal is not None else 0, "sharing the cycle to query")
@@ -711,7 +715,7 @@ def query_project(project: str | Path, k: int, strategy: str | None = None, devi
 
         def export() -> QueryOutcome:
             assert journal is not None
-            return _export(held[0], cycle, images.annotation, spec.strategy, new=True, trained=not journal.reused)
+            return _export(held[0], cycle, images.schema, spec.strategy, new=True, trained=not journal.reused)
 
         return dist.from_main(export, "rank 0 writing the query's files")
 

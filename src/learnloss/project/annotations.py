@@ -28,6 +28,7 @@ import math
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -186,15 +187,18 @@ class AnnotationSchema:
 
     # ------------------------------------------------------------------------------------------ checks
 
+    @cached_property
+    def _by_nfc(self) -> dict[str, str]:
+        """Each name in Unicode NFC (as :func:`learnloss.project.paths.nfc`, whose module imports what imports this
+        one) -> the name as registered."""
+        return {unicodedata.normalize("NFC", name): name for name in self.names}
+
     def registered(self, name: Any) -> Any:
         """``name`` as the project registered it when it is one of :attr:`names` once Unicode-normalised (NFC, as
         every name is compared), else ``name`` unchanged."""
         if not isinstance(name, str):
             return name
-        def nfc(text: str) -> str:  # as learnloss.project.paths.nfc, which imports what imports this module
-            return unicodedata.normalize("NFC", text)
-
-        return {nfc(known): known for known in self.names}.get(nfc(name.strip()), name)
+        return self._by_nfc.get(unicodedata.normalize("NFC", name.strip()), name)
 
     def box(self, where: str, label: Any, x0: float, y0: float, x1: float, y1: float, problems: list[str]
             ) -> dict[str, Any] | None:
@@ -301,12 +305,6 @@ class AnnotationSchema:
             for name, (x, y, v) in label["keypoints"].items():
                 out[n, index[name]] = torch.tensor([x, y, float(v)])
         return out
-
-    def unknown(self, count: int, like: torch.Tensor) -> torch.Tensor:
-        """Targets of ``count`` unlabeled items, shaped like ``like``'s rows: class ``-1``, or NaN."""
-        if self.task == "classification":
-            return torch.full((count,), -1, dtype=torch.long)
-        return torch.full((count, *like.shape[1:]), float("nan"))
 
     def prediction(self, value: Any) -> str:
         """A task's prediction for one item (:meth:`~learnloss.tasks.Task.predict`) as the text a query stores:

@@ -378,25 +378,32 @@ def _parse_csv(text: str, problems: list[str]) -> tuple[str, list[LabelRow], lis
     return "csv", rows, []
 
 
+def _live_annotations(task: dict[str, Any], where: str, problems: list[str]
+                      ) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The annotations of a task of Label Studio's JSON export that were not cancelled (skipped in Label Studio),
+    and why the task is skipped when there are none; ``None, None`` after a problem."""
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        problems.append(f"{where}: 'annotations' must be a list of objects")
+        return None, None
+    if not all(isinstance(annotation, dict) for annotation in annotations):
+        problems.append(f"{where}: an annotation must be an object")
+        return None, None
+    live = [a for a in annotations if not (a.get("was_cancelled") or a.get("skipped"))]
+    if not live:
+        return None, "skipped in Label Studio (cancelled)" if annotations else "no annotation yet"
+    return live, None
+
+
 def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) -> tuple[str | None, str | None]:
     """The single choice of a task of Label Studio's JSON export; else ``None`` and why the task is skipped (or
     ``None, None`` after a problem). Cancelled annotations (skipped in Label Studio) do not count; the others
     must agree."""
     chosen = set()
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list):
-        problems.append(f"{where}: 'annotations' must be a list")
-        return None, None
-    if not annotations:
-        return None, "no annotation yet"
-    live = 0
-    for annotation in annotations:
-        if not isinstance(annotation, dict):
-            problems.append(f"{where}: an annotation must be an object")
-            return None, None
-        if annotation.get("was_cancelled") or annotation.get("skipped"):
-            continue
-        live += 1
+    live, why = _live_annotations(task, where, problems)
+    if live is None:
+        return None, why
+    for annotation in live:
         results = annotation.get("result") or []
         if not isinstance(results, list):
             problems.append(f"{where}: an annotation's 'result' must be a list")
@@ -412,7 +419,7 @@ def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) 
         problems.append(f"{where}: its annotations disagree ({', '.join(sorted(chosen))}); resolve them first")
         return None, None
     if not chosen:
-        return None, "annotated without a choice" if live else "skipped in Label Studio (cancelled)"
+        return None, "annotated without a choice"
     return chosen.pop(), None
 
 
@@ -494,14 +501,10 @@ def _studio_targets(document: list[Any], schema: AnnotationSchema, problems: lis
             problems.append(f"{where}: expected an object, got {type(task).__name__}")
             continue
         data: dict[str, Any] = task["data"] if isinstance(task.get("data"), dict) else {}
-        annotations = task.get("annotations") or []
-        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-            problems.append(f"{where}: 'annotations' must be a list of objects")
-            continue
-        live = [a for a in annotations if not (a.get("was_cancelled") or a.get("skipped"))]
-        if not live:
-            why = "skipped in Label Studio (cancelled)" if annotations else "no annotation yet"
-            skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: {why}")
+        live, why = _live_annotations(task, where, problems)
+        if live is None:
+            if why is not None:
+                skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: {why}")
             continue
         targets = []
         for annotation in live:

@@ -434,9 +434,10 @@ class LabelingJournal(_Journal):
         spec: the project's specification (with this query's strategy).
         classes: the project's class names.
         pool_ids: the store's item id of each pool index.
-        labels: the store's current labels (item id -> class, or boxes / keypoints) this query trains on.
-        schema: the project's task and names (:meth:`ProjectStore.annotation_schema`): how a label becomes a
-            training target and a prediction the text a query stores (default: classes).
+        labels: the store's current labels (item id -> class, or boxes / keypoints) this query trains on; the
+            loop's dataset holds them as its pool's targets (the workflow's ``ProjectImages.dataset``).
+        schema: the project's task and names (:meth:`ProjectStore.annotation_schema`): how a prediction becomes the
+            text a query stores (default: classes).
     """
 
     def __init__(self, store: ProjectStore, spec: RunSpec, classes: Sequence[str], pool_ids: Sequence[int],
@@ -452,17 +453,12 @@ class LabelingJournal(_Journal):
     def resume(self, loop: ActiveLearningLoop) -> ResumePoint:
         """Put every current label of a pool item into the pool; reuse the checkpoint of a cycle trained on exactly
         these labels and never queried. :attr:`cycle` is then the cycle to train or query."""
-        labels = self.labels
-        labeled = [(position, labels[item_id]) for position, item_id in enumerate(self.pool_ids) if item_id in labels]
+        labeled = [position for position, item_id in enumerate(self.pool_ids) if item_id in self.labels]
         if not labeled:
             raise UsageError("no pool item is labeled yet; label a few first (learnloss label) or init with --labels")
         checkpoint_folder(self.store.project)  # a symlinked checkpoints/ is refused before anything trains
-        targets = self.schema.encode([label for _, label in labeled])
-        if self.schema.task == "detection" and targets.shape[1] < loop.pool.targets.shape[1]:  # pad to the pool's rows
-            padding = torch.zeros(targets.shape[0], loop.pool.targets.shape[1] - targets.shape[1], targets.shape[2])
-            padding[..., 0] = -1
-            targets = torch.cat([targets, padding], dim=1)
-        loop.pool.add_labels([p for p, _ in labeled], targets, 0)
+        # the project's dataset holds these labels as training targets already (unlabeled items: unknown)
+        loop.pool.add_labels(labeled, loop.dataset.y_train[torch.as_tensor(labeled)], 0)
         last = self.store.last_cycle()
         # a cycle trained but never queried (the process died in between) is taken up again, not skipped
         self.cycle = 0 if last is None else last["cycle"] + (last["status"] == "queried")

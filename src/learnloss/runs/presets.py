@@ -28,6 +28,18 @@ _CPU_STAGE_B: dict[str, Any] = {"semi_unlabeled": 3000, "semi_views": 2}
 #: and trains the small CNN 1.2-1.8x faster on an AVX512-BF16 CPU: pass --precision auto --channels-last for it.
 _FP32: dict[str, Any] = {"precision": "fp32", "channels_last": False}
 
+#: The paper's per-task recipes beyond classification (Yoo & Kweon, CVPR 2019, Sec. 4.2-4.3), shared by the CPU
+#: protocols and the labeling presets of the same task. Detection: a CenterNet head on a small FPN
+#: (models/detector.py), trained with Adam as CenterNet trains, λ = 1. Keypoints: a one-stack hourglass
+#: (models/hourglass.py), the paper's pose recipe: RMSprop at 2.5e-4 without momentum, λ = 1e-4.
+_DETECTION: dict[str, Any] = {"model": "detector", "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
+_KEYPOINTS: dict[str, Any] = {"model": "hourglass", "optimizer": "rmsprop", "lr": 2.5e-4, "momentum": 0.0,
+                              "weight_decay": 0.0, "lpm_weight": 1e-4}
+#: What every labeling preset shares: the project's images are the dataset; each query re-initialises the model,
+#: trains on every label so far and scores the whole unlabeled pool.
+_PROJECT: dict[str, Any] = {"dataset": "project", "subset": None, "reset": "reinit", "initial": 1, "query": 1,
+                            "cycles": 1, **_FP32}
+
 #: Settings of each preset that differ from :class:`RunSpec`'s defaults (the paper's CIFAR-10 recipe).
 PRESETS: dict[str, dict[str, Any]] = {
     # Yoo & Kweon (CVPR 2019), Sec. 4.1: CIFAR-10, ResNet-18, 1k initial + 1k per cycle, M = 10k, 10 cycles. Like
@@ -67,21 +79,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's CIFAR-10 recipe (ResNet-18, 1k + 1k x 9, M = 10k, 200 epochs) applied to Fashion-MNIST: GPU.
     "fmnist-paper": {"dataset": "fashion-mnist"},
     # The paper's other tasks (Yoo & Kweon, CVPR 2019, Sec. 4.2-4.3), sized for 2 CPU cores on offline data.
-    # Detection: 64x64 scenes of 1-4 Fashion-MNIST glyphs (data/scenes.py), a CenterNet head on a small FPN
-    # (models/detector.py); the paper's detection settings where they carry over: lambda = 1, the LPM's gradient
-    # cut at 80 % of training (240 of 300 epochs); Adam, as CenterNet trains.
+    # Detection: 64x64 scenes of 1-4 Fashion-MNIST glyphs (data/scenes.py); the LPM's gradient cut at 80 % of
+    # training, as the paper cut it (240 of 300 epochs).
     "detection-cpu": {
-        "dataset": "scenes", "model": "detector", "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
-        "initial": 200, "query": 200, "cycles": 5, "subset": 2000, "epochs": 20, "batch_size": 32,
-        "milestones": (16,), "stop_grad_epoch": 16, **_FP32,
+        "dataset": "scenes", **_DETECTION, "initial": 200, "query": 200, "cycles": 5, "subset": 2000, "epochs": 20,
+        "batch_size": 32, "milestones": (16,), "stop_grad_epoch": 16, **_FP32,
     },
-    # Keypoints: 64x64 stick figures with 14 keypoints (data/figures.py), a one-stack hourglass (models/
-    # hourglass.py); the paper's pose recipe: RMSprop at 2.5e-4 without momentum, lambda = 1e-4, the LPM's gradient
-    # cut at 60 % of training (75 of 125 epochs).
+    # Keypoints: 64x64 stick figures with 14 keypoints (data/figures.py); the LPM's gradient cut at 60 % of
+    # training, as the paper cut it (75 of 125 epochs).
     "keypoints-cpu": {
-        "dataset": "figures", "model": "hourglass", "optimizer": "rmsprop", "lr": 2.5e-4, "momentum": 0.0,
-        "weight_decay": 0.0, "lpm_weight": 1e-4, "initial": 200, "query": 200, "cycles": 5, "subset": 2000,
-        "epochs": 20, "batch_size": 32, "milestones": (16,), "stop_grad_epoch": 12, **_FP32,
+        "dataset": "figures", **_KEYPOINTS, "initial": 200, "query": 200, "cycles": 5, "subset": 2000, "epochs": 20,
+        "batch_size": 32, "milestones": (16,), "stop_grad_epoch": 12, **_FP32,
     },
     # Regression: scikit-learn's diabetes (442 patients, a real clinical outcome; data/diabetes.py) with an MLP
     # whose dropout lets MC-dropout variance, regression's uncertainty baseline, run on the same network. On 40-140
@@ -98,23 +106,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # small label budgets, and cutting the LPM's gradient from the start raised learning loss's AUBC in every
     # seed (+0.016, p = 0.005; benchmarks/results/fmnist-cpu/report.md).
     "labeling": {
-        "dataset": "project", "model": "small-cnn", "image_size": 32, "epochs": 30, "batch_size": 32, "lr": 0.05,
-        "milestones": (24,), "stop_grad_epoch": 0, "subset": None, "reset": "reinit", "initial": 1, "query": 1,
-        "cycles": 1, **_FP32,
+        **_PROJECT, "model": "small-cnn", "image_size": 32, "epochs": 30, "batch_size": 32, "lr": 0.05,
+        "milestones": (24,), "stop_grad_epoch": 0,
     },
-    # Labeling projects of boxes and keypoints (learnloss init --task detection|keypoints): the settings of the
-    # detection-cpu and keypoints-cpu protocols — the paper's optimiser, λ and stop-gradient fraction per task —
-    # on 64×64 images, re-initialised and trained on every label at each query.
+    # Labeling projects of boxes and keypoints (learnloss init --task detection|keypoints): the task's recipe and
+    # the stop-gradient fraction of detection-cpu and keypoints-cpu, on 64×64 images.
     "labeling-detection": {
-        "dataset": "project", "task": "detection", "model": "detector", "image_size": 64, "optimizer": "adam",
-        "lr": 1e-3, "weight_decay": 0.0, "epochs": 30, "batch_size": 16, "milestones": (24,), "stop_grad_epoch": 24,
-        "subset": None, "reset": "reinit", "initial": 1, "query": 1, "cycles": 1, **_FP32,
+        **_PROJECT, **_DETECTION, "task": "detection", "image_size": 64, "epochs": 30, "batch_size": 16,
+        "milestones": (24,), "stop_grad_epoch": 24,
     },
     "labeling-keypoints": {
-        "dataset": "project", "task": "keypoints", "model": "hourglass", "image_size": 64, "optimizer": "rmsprop",
-        "lr": 2.5e-4, "momentum": 0.0, "weight_decay": 0.0, "lpm_weight": 1e-4, "epochs": 30, "batch_size": 16,
-        "milestones": (24,), "stop_grad_epoch": 18, "subset": None, "reset": "reinit", "initial": 1, "query": 1,
-        "cycles": 1, **_FP32,
+        **_PROJECT, **_KEYPOINTS, "task": "keypoints", "image_size": 64, "epochs": 30, "batch_size": 16,
+        "milestones": (24,), "stop_grad_epoch": 18,
     },
 }
 

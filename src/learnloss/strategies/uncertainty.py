@@ -67,8 +67,8 @@ class Margin(UncertaintyStrategy):
 
 class TaskUncertainty(ScoreStrategy):
     """The task's own uncertainty baseline (:meth:`~learnloss.tasks.Task.uncertainty`): for classification the
-    predictive entropy (the same ranking as ``entropy``), for detection the class entropy of an image's
-    detections, for keypoints the heatmaps' lack of confidence — one name for "the uncertainty baseline" of
+    predictive entropy (the same ranking as ``entropy``), for detection the highest Bernoulli entropy of an image's
+    detection peaks, for keypoints the heatmaps' lack of confidence — one name for "the uncertainty baseline" of
     whatever task a run has, so a benchmark's arms read the same across tasks."""
 
     name = "uncertainty"

@@ -78,7 +78,8 @@ class Task(ABC):
     def uncertainty(self, output: Any) -> torch.Tensor:
         """The task's own uncertainty of each sample, ``(B,)``, higher = less certain: the per-task baseline the
         ``uncertainty`` strategy ranks by (classification: the entropy of the class probabilities; detection:
-        the class entropy of the image's detections; keypoints: the heatmaps' lack of confidence). Tasks without
+        the highest Bernoulli entropy of the image's detection peaks; keypoints: the heatmaps' lack of confidence).
+        Tasks without
         one refuse."""
         raise UsageError(
             f"task {self.name!r} has no uncertainty score of its own; choose random, core-set, learning-loss or, "
