@@ -31,7 +31,11 @@ this script adds the child's wall time and its user and system CPU seconds (``ge
 prints a table of medians over the pairs — training, evaluation and scoring images/s, wall seconds per cycle,
 total wall, CPU seconds — with the ratio learnloss/reference as a speed (> 1: learnloss faster; for seconds,
 reference/learnloss), and writes every run's raw numbers, the medians, the command line and the machine to
-``--out``.
+``--out``, with the code version and the environment (``benchmarks/gpu/provenance.py``: git commit or tree hash;
+torch, CUDA and cuDNN versions, the GPU's name).
+
+On CUDA (``--device cuda``) both sides synchronise the device around each timed phase. ``benchmarks/gpu/run.sh``
+runs this script there with learnloss's fastest settings (bf16, channels-last) against the reference's fp32.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 _START = __import__("time").perf_counter()  # the child's clock starts before torch is imported
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -230,6 +235,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def provenance(device: str) -> dict[str, Any]:
+    """The code version and the environment (``benchmarks/gpu/provenance.py``, loaded by path: this folder holds
+    scripts, not a package)."""
+    path = Path(__file__).resolve().parent / "gpu" / "provenance.py"
+    spec = importlib.util.spec_from_file_location("learnloss_benchmark_provenance", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.provenance(device)
+
+
 def machine(device: str) -> dict[str, Any]:
     import torch
 
@@ -237,8 +253,9 @@ def machine(device: str) -> dict[str, Any]:
     return {
         "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpu": gpu, "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "torch_threads_default": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "platform": platform.platform(), "torch_threads_default": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
@@ -311,7 +328,7 @@ def table(medians: dict[str, dict[str, float | None]], ratios: dict[str, float |
 
 def parent(args: argparse.Namespace) -> None:
     info = machine(args.device)
-    milestones, stop_grad = _milestones(args.epochs)
+    origin = provenance(args.device)
     runs: list[dict[str, Any]] = []
     for pair in range(args.pairs):
         for side in SIDES:
@@ -324,6 +341,19 @@ def parent(args: argparse.Namespace) -> None:
                   f"img/s, {result['wall_seconds_per_cycle']:.1f} s/cycle, {result['process_seconds']:.1f} s in all "
                   f"(user {result['user_seconds']:.1f} s, sys {result['system_seconds']:.1f} s; "
                   f"test acc {accuracies})", flush=True)
+            if args.out and len(runs) < 2 * args.pairs:  # what is done survives a stop (a time limit) in between
+                report(args, info, origin, runs, complete=False)
+    text = report(args, info, origin, runs, complete=True)
+    print("\n" + text, flush=True)
+    if args.out:
+        print(f"\nwrote {args.out}")
+
+
+def report(args: argparse.Namespace, info: dict[str, Any], origin: dict[str, Any], runs: list[dict[str, Any]],
+           complete: bool) -> str:
+    """The header and table of ``runs``; with ``--out``, also the record of every run so far (``complete``: whether
+    every pair ran), replaced atomically."""
+    milestones, stop_grad = _milestones(args.epochs)
     medians, ratios = summarise(runs)
     threads = {side: sorted({r["threads"] for r in runs if r["side"] == side}) for side in SIDES}
     device = {side: sorted({r["device_name"] for r in runs if r["side"] == side}) for side in SIDES}
@@ -349,21 +379,21 @@ def parent(args: argparse.Namespace) -> None:
         "ratio: learnloss speed / reference speed (> 1: learnloss faster; for seconds, reference / learnloss)",
     ]
     text = "\n".join(header) + "\n\n" + table(medians, ratios)
-    print("\n" + text, flush=True)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "command": shlex.join([Path(sys.executable).name, *sys.argv]), "argv": sys.argv,
             "settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
-            "milestones": list(milestones), "stop_grad_epoch": stop_grad, "machine": info,
+            "milestones": list(milestones), "stop_grad_epoch": stop_grad, "machine": info, **origin,
+            "complete": complete, "pairs_done": sum(r["side"] == SIDES[-1] for r in runs),
             "rows": [{"key": key, "label": label, "higher_is_better": higher} for key, label, higher in ROWS],
             "medians": medians, "ratios": ratios, "table": text, "runs": runs,
         }
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(out)
-        print(f"\nwrote {out}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,19 +92,25 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2,
+               root: str | os.PathLike[str] | None = None) -> None:
     """Write ``obj`` as UTF-8 JSON (see :func:`dumps`) with a trailing newline to ``path``, atomically
     (:func:`learnloss.atomic.atomic_write`): readers see the old file or the complete new one, and on any
     failure -- including one while serialising -- ``path`` is untouched.
 
+    ``root`` is the project or run folder ``path`` lies in: no folder between them is followed through a symbolic
+    link. Without it the file's own folder is the root (``RUN/results.json``, or a file the user named): a link at
+    the file's name is replaced by the file, never written through.
+
     Raises:
         TypeError: ``obj`` contains a value JSON cannot represent or contains itself (the message names
             ``path``).
+        LinkRefusedError: a folder between ``root`` and ``path`` is a symbolic link.
         OSError: the directory does not exist or is not writable.
     """
     try:
         text = dumps(obj, indent=indent)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"cannot write {os.fspath(path)} as JSON: {exc}") from exc
-    with atomic_write(path) as handle:
+    with atomic_write(path, root=root) as handle:
         handle.write(text + "\n")

@@ -1,10 +1,18 @@
-"""A labeling project's query selects exactly what it selected before the run specification and the one loop.
+"""A labeling project's query is reproducible on one machine and still selects what it selected before the run
+specification and the one loop.
 
-The expected picks were made by learnloss at commit 527d0bb (the labeling workflow's own stand-in loop) on the
-images and labels this test writes: 150 of scikit-learn's digits as PNGs, 40 labeled, ``query --k 10`` with the
-project's default strategy, then the 10 queried labeled and ``query --k 10 --strategy margin``. Floating point
-differs in the last bits between CPUs (kernel dispatch), so the pin holds on one machine and its versions; on
-another it may differ in order, and the README says so.
+Why the pin is an overlap, not a list: a query trains the model on 40 labels before it scores, and training
+amplifies the last-bit differences between CPUs (kernel dispatch) and thread counts into visibly different scores —
+measured on one Intel Xeon, the first query's top score was 0.411 with 2 threads and 0.463 with 1, and the pin made at
+commit 527d0bb on another CPU differs from both from its 4th item on. Its head is stable: the first ten picks shared
+9 of 10 items with the pin on both thread counts and on an Intel Xeon @ 2.60 GHz without AVX512-BF16. A strategy that
+picks at random shares 10 · 10 / 110 ≈ 0.9 of the 110 unlabeled items with the pin on average, and one that ranks the
+other way round shares none, so requiring 7 of 10 still fails for any change that breaks the default strategy, on any
+CPU. What holds exactly is reproducibility on one machine: the same project queried twice in one process selects the
+same items with the same scores (same machine, same thread count, same computation — bit-identical).
+
+The second round (``--strategy margin`` after labeling the first ten) compounds two trainings and is not pinned
+across machines; its contract is checked instead.
 """
 
 from __future__ import annotations
@@ -20,11 +28,11 @@ from learnloss.project.importer import import_labels
 from learnloss.project.store import ProjectStore
 from tests_support import digits_project
 
+#: The first ten picks of ``query --k 10`` with the project's default strategy, made at commit 527d0bb.
 FIRST = ["img133.png", "img050.png", "img043.png", "img110.png", "img111.png", "img103.png", "img120.png",
          "img125.png", "img068.png", "img054.png"]
-FIRST_SCORES = [0.27505, 0.197355, 0.15955, 0.119518, 0.118552, 0.10054, 0.092621, 0.060819, 0.047263, 0.036777]
-SECOND_MARGIN = ["img049.png", "img071.png", "img058.png", "img124.png", "img097.png", "img044.png", "img143.png",
-                 "img066.png", "img064.png", "img118.png"]
+#: How many of :data:`FIRST` a query must select on any CPU (see the module docstring).
+AGREEING = 7
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +40,33 @@ def digits():
     return load_digits()
 
 
-def _project(tmp_path, digits):
-    return digits_project(tmp_path)
-
-
-def test_query_selects_what_it_selected_before(tmp_path, digits):
-    project = _project(tmp_path, digits)
-    outcome = query_project(project, 10, device="cpu")
-    assert [item.path for item in outcome.items] == FIRST
-    assert [round(item.score, 6) for item in outcome.items] == pytest.approx(FIRST_SCORES, abs=2e-6)
+def _label(tmp_path, project, digits, paths):
     answers = tmp_path / "round1.csv"
     with open(answers, "w", newline="") as handle:
         csv.writer(handle).writerows(
-            [("path", "label"), *[(path, str(digits.target[int(path[3:6])])) for path in FIRST]])
+            [("path", "label"), *[(path, str(digits.target[int(path[3:6])])) for path in paths]])
     with ProjectStore(project) as store:
         import_labels(store, answers)
+
+
+def test_query_is_reproducible_and_agrees_with_the_pin(tmp_path, digits):
+    (tmp_path / "a").mkdir(); (tmp_path / "b").mkdir()
+    project = digits_project(tmp_path / "a")
+    outcome = query_project(project, 10, device="cpu")
+    picked = [item.path for item in outcome.items]
+    shared = set(picked) & set(FIRST)
+    assert len(shared) >= AGREEING, f"{picked} shares only {len(shared)} of 10 with the pinned {FIRST}"
+    scores = [item.score for item in outcome.items]
+    assert scores == sorted(scores, reverse=True)  # the highest predicted losses first
+
+    again = query_project(digits_project(tmp_path / "b"), 10, device="cpu")
+    assert [item.path for item in again.items] == picked
+    assert [item.score for item in again.items] == scores  # same machine, same threads: bit-identical
+
+    _label(tmp_path, project, digits, picked)
     second = query_project(project, 10, strategy="margin", device="cpu")
-    assert second.cycle == 1 and [item.path for item in second.items] == SECOND_MARGIN
+    chosen = [item.path for item in second.items]
+    assert second.cycle == 1 and len(set(chosen)) == 10 and not set(chosen) & set(picked)
+    assert not {path for path in chosen if int(path[3:6]) < 40}  # never an item labeled at init
     written = json.loads((project / "exports" / "query-1.json").read_text())
-    assert [item["path"] for item in written["items"]] == SECOND_MARGIN
+    assert [item["path"] for item in written["items"]] == chosen

@@ -346,7 +346,7 @@ def test_coco_crowd_annotations_are_left_out(det, tmp_path):
     text = _coco([_image(1, 1)],
                  [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [64, 48, 64, 48], "iscrowd": 0},
                   {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 640, 480], "iscrowd": 1},
-                  {"id": 3, "image_id": 1, "category_id": 9, "bbox": "rle", "iscrowd": 1}],  # not even checked
+                  {"id": 3, "image_id": 1, "category_id": 2, "bbox": "rle", "iscrowd": 1}],  # its bbox not even checked
                  DET_CATEGORIES)
     summary = import_labels(det, write_file(tmp_path, "coco.json", text), image_size=_image_size)
     assert summary.added == 1
@@ -356,20 +356,20 @@ def test_coco_crowd_annotations_are_left_out(det, tmp_path):
 
 @pytest.mark.parametrize(("document", "message"), [
     (_coco([_image(1, 1)], [{"id": 5, "image_id": 1, "category_id": 3, "bbox": [1, 1, 1, 1]}], DET_CATEGORIES),
-     "image 1 (img/0.png): annotation 5: category_id 3 is not in 'categories'"),
+     "annotation 5: 'category_id' 3 is not among the categories; fix the id or add the category"),
     (_coco([_image(1, 1)], [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 1]}], DET_CATEGORIES),
      "image 1 (img/0.png): annotation 5: 'bbox' must be [x, y, width, height] in pixels"),
     (_coco([_image(1, 1)], [{"id": 5, "image_id": 2, "category_id": 1, "bbox": [1, 1, 1, 1]}], DET_CATEGORIES),
-     "annotations name image ids that 'images' does not list: 2"),
+     "annotation 5: 'image_id' 2 is not among the images; fix the id or add the image"),
     (_coco([_image(1, 1)], [{"id": 5, "category_id": 1, "bbox": [1, 1, 1, 1]}], DET_CATEGORIES),
-     "annotation 1: expected an object with an 'image_id'"),
-    (_coco([{**_image(1, 1), "width": 0}], [], DET_CATEGORIES), "image 1 (img/0.png): needs its 'width' and 'height'"),
-    (_coco([{"id": 1, "width": 640, "height": 480}], [], DET_CATEGORIES), "image 1: needs a 'file_name'"),
+     "annotation 5: 'image_id' None is not among the images"),
+    (_coco([{**_image(1, 1), "width": 0}], [], DET_CATEGORIES), "image 1: 'width' is 0, not a positive whole number of pixels"),
+    (_coco([{"id": 1, "width": 640, "height": 480}], [], DET_CATEGORIES), "image 1: 'file_name' None is not a relative path"),
     (_coco([{**_image(1, 1), "file_name": "img/9.png", "no_objects": True}], [], DET_CATEGORIES),
      "image 1 (img/9.png): unknown path 'img/9.png'"),
     (_coco([{**_image(1, 1), "no_objects": True}, {**_image(2, 1), "id": 2, "no_objects": True}], [], DET_CATEGORIES),
      "image 2 (img/0.png): item 1 is labeled again (first at image 1 (img/0.png))"),
-    (json.dumps({"images": [], "annotations": []}), "a COCO file needs 'images', 'annotations' and 'categories' lists"),
+    (json.dumps({"images": [], "annotations": []}), "no 'categories' list at the top level; is this a COCO annotation file?"),
     (_coco([], [], DET_CATEGORIES), "the file holds no labels"),
 ])
 def test_coco_problems(det, tmp_path, document, message):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from learnloss.cli.boundary import EXIT_USAGE, guarded
+from learnloss.cli.boundary import EXIT_USAGE, guarded, refuse_undecodable
 from learnloss.cpu_memory import keep_freed_memory
 from learnloss.errors import UsageError
 from learnloss.project.labelstudio import LabelStudioSetup
@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
     serve.add_argument("--relabel", action="store_true",
                        help="let a new annotation change a stored label (an updated annotation always may)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a host name requests may use besides localhost/127.0.0.1/::1 (repeatable); without it, "
+                       "any name is accepted when a token is set")
+    serve.add_argument("--max-body-mb", type=float, metavar="MIB", help="largest request body (default: 16 MiB)")
+    serve.add_argument("--max-tasks", type=_positive_int, metavar="N", help="most tasks per /predict (default: 1000)")
+    serve.add_argument("--max-requests", type=_positive_int, metavar="N",
+                       help="most requests processed at once; beyond, 503 and retry (default: 8)")
 
     label = commands.add_parser("label", help="import labels (CSV, JSON, Label Studio export), all or nothing")
     label.add_argument("project", type=Path)
@@ -633,7 +640,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     try:
-        from learnloss.serve.app import check_binding, run_server
+        from learnloss.serve.app import ServeLimits, check_binding, run_server
     except ImportError as error:  # pragma: no cover - the serve extra is part of the test install
         raise UsageError(f"learnloss serve needs the serve extra ({error.name} is missing): pip install "
                          "'learnloss[serve]'") from None
@@ -643,6 +650,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("LEARNLOSS_SERVE_TOKEN") or None
     check_binding(args.host, token)
+    given = {name: value for name in ("max_body_mb", "max_tasks", "max_requests")
+             if (value := getattr(args, name)) is not None}  # a flag left out keeps ServeLimits' default
+    limits = ServeLimits(allowed_hosts=tuple(args.allowed_host), **given)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServeConfig(retrain_every=args.retrain_every, query=args.k, strategy=args.strategy, device=args.device,
                          relabel=args.relabel)
@@ -661,7 +671,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
              "the webhook Label Studio made for the model the header Authorization: Bearer <token>" if token else ""))
     print("  3. Data Manager → select tasks → Actions → Retrieve Predictions; sort by Prediction score, descending")
     sys.stdout.flush()
-    run_server(backend, args.host, args.port, token)
+    run_server(backend, args.host, args.port, token, limits=limits)
     return 0
 
 
@@ -795,8 +805,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "label": cmd_label, "status": cmd_status, "export": cmd_export, "evaluate": cmd_evaluate,
                 "predict": cmd_predict, "serve": cmd_serve, "add": cmd_add, "doctor": cmd_doctor, "backup": cmd_backup, "remove": cmd_remove}
     interrupted = {"run": run_interrupted_line, "bench": bench_interrupted_line}.get(args.command)
-    return guarded(lambda: _in_process_group(args.command, lambda: commands[args.command](args)),
-                   on_interrupt=None if interrupted is None else lambda: interrupted(args))
+
+    def command() -> int:
+        refuse_undecodable(argv)  # a name that is not UTF-8 could not be stored, exported or shown
+        return _in_process_group(args.command, lambda: commands[args.command](args))
+
+    return guarded(command, on_interrupt=None if interrupted is None else lambda: interrupted(args))
 
 
 if __name__ == "__main__":

@@ -41,11 +41,12 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from learnloss.cocojson import CocoAnnotation, CocoCategory, read_coco
 from learnloss.data.limits import check_bytes
 from learnloss.data.voc import AnnotatedDataset, AnnotatedImage, build_annotated, random_split
 from learnloss.errors import DatasetFormatError, DatasetNotFoundError, UsageError
@@ -82,43 +83,24 @@ def _read_json(path: Path) -> Any:
         raise DatasetFormatError(f"{path}: not valid JSON ({error}); fix or replace the file") from None
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _safe_relative(name: object) -> bool:
-    if not isinstance(name, str) or not name or "\\" in name:
-        return False
-    path = PurePosixPath(name)
-    return not path.is_absolute() and ".." not in path.parts and path.name not in ("", ".")
-
-
-@dataclass(frozen=True)
-class _Category:
-    id: int
-    name: str
-    keypoints: tuple[str, ...]
+# the structure of the file is read and checked by the one COCO reader (learnloss.cocojson), shared with the label
+# import of labeling projects; this module interprets its boxes and keypoints
+_Category = CocoCategory
+_Annotation = CocoAnnotation
 
 
 @dataclass(frozen=True)
 class _Image:
+    """An image of the file, its size in whole pixels (what its decoded image must have)."""
+
     id: int
     file_name: str
     width: int
     height: int
-
-
-@dataclass(frozen=True)
-class _Annotation:
-    label: str  # what names it in messages
-    image_id: int
-    category_id: int
-    crowd: bool
-    raw: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -129,87 +111,17 @@ class _CocoFile:
     annotations: list[_Annotation]  # file order
 
 
-def _list(path: Path, data: dict[str, Any], key: str) -> list[Any]:
-    value = data.get(key)
-    if not isinstance(value, list):
-        raise DatasetFormatError(f"{path}: no {key!r} list at the top level; is this a COCO annotation file?")
-    return value
-
-
-def _categories(path: Path, entries: list[Any]) -> list[_Category]:
-    found: dict[int, _Category] = {}
-    for number, entry in enumerate(entries, start=1):
-        where = f"{path}: category {number}"
-        if not isinstance(entry, dict) or not _is_int(entry.get("id")):
-            raise DatasetFormatError(f"{where}: needs an integer 'id'; give each category one")
-        where = f"{path}: category {entry['id']}"
-        name, keypoints = entry.get("name"), entry.get("keypoints", [])
-        if not isinstance(name, str) or not name.strip():
-            raise DatasetFormatError(f"{where}: needs a non-empty 'name'; name the category")
-        if not isinstance(keypoints, list) or not all(isinstance(k, str) and k for k in keypoints):
-            raise DatasetFormatError(f"{where}: 'keypoints' must be a list of keypoint names")
-        if len(set(keypoints)) != len(keypoints):
-            raise DatasetFormatError(f"{where}: 'keypoints' names a keypoint twice; give each keypoint once")
-        if entry["id"] in found:
-            raise DatasetFormatError(f"{where}: the id appears twice in 'categories'; give each category its own id")
-        found[entry["id"]] = _Category(entry["id"], name.strip(), tuple(keypoints))
-    names = [c.name for c in found.values()]
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice is not None:
-        raise DatasetFormatError(f"{path}: two categories are named {twice!r}; give each category its own name")
-    return [found[i] for i in sorted(found)]
-
-
-def _images(path: Path, entries: list[Any]) -> list[_Image]:
-    out: list[_Image] = []
-    seen: set[int] = set()
-    for number, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict) or not _is_int(entry.get("id")):
-            raise DatasetFormatError(f"{path}: image {number} of 'images': needs an integer 'id'; give each image one")
-        where = f"{path}: image {entry['id']}"
-        if entry["id"] in seen:
-            raise DatasetFormatError(f"{where}: the id appears twice in 'images'; give each image its own id")
-        seen.add(entry["id"])
-        if not _safe_relative(entry.get("file_name")):
-            raise DatasetFormatError(f"{where}: 'file_name' {entry.get('file_name')!r} is not a relative path inside "
-                                     "the images folder; write the file's name")
-        for key in ("width", "height"):
-            if not _is_int(entry.get(key)) or entry[key] <= 0:
-                raise DatasetFormatError(f"{where}: '{key}' is {entry.get(key)!r}, not a positive whole number of "
-                                         "pixels; write the image's size")
-        out.append(_Image(entry["id"], entry["file_name"], entry["width"], entry["height"]))
-    return out
-
-
-def _annotations(path: Path, entries: list[Any], images: set[int], categories: set[int]) -> list[_Annotation]:
-    out: list[_Annotation] = []
-    for number, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict):
-            raise DatasetFormatError(f"{path}: annotation {number} of 'annotations' is not an object; fix the file")
-        label = f"annotation {entry['id']}" if _is_int(entry.get("id")) else f"annotation {number} of 'annotations'"
-        where = f"{path}: {label}"
-        image_id, category_id, crowd = entry.get("image_id"), entry.get("category_id"), entry.get("iscrowd", 0)
-        if not _is_int(image_id) or image_id not in images:
-            raise DatasetFormatError(f"{where}: 'image_id' {image_id!r} is not among the images; fix the id or add "
-                                     "the image")
-        if not _is_int(category_id) or category_id not in categories:
-            raise DatasetFormatError(f"{where}: 'category_id' {category_id!r} is not among the categories; fix the "
-                                     "id or add the category")
-        if crowd not in (0, 1) or isinstance(crowd, float):
-            raise DatasetFormatError(f"{where}: 'iscrowd' is {crowd!r}; write 0 or 1")
-        out.append(_Annotation(f"{label} (image {image_id})", image_id, category_id, bool(crowd), entry))
-    return out
-
-
 def _parse(path: Path) -> _CocoFile:
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise DatasetFormatError(f"{path}: the top level is not a JSON object; is this a COCO annotation file?")
-    categories = _categories(path, _list(path, data, "categories"))
-    images = _images(path, _list(path, data, "images"))
-    annotations = _annotations(path, _list(path, data, "annotations"), {i.id for i in images},
-                               {c.id for c in categories})  # fmt: skip
-    return _CocoFile(path, categories, images, annotations)
+    document = read_coco(_read_json(path), str(path))
+    images = []
+    for image in document.images:  # images are decoded and checked by their declared size: whole pixels only
+        for key in ("width", "height"):
+            value = getattr(image, key)
+            if not isinstance(value, int):
+                raise DatasetFormatError(f"{path}: image {image.id}: '{key}' is {value!r}, not a positive whole "
+                                         "number of pixels; write the image's size")
+        images.append(_Image(image.id, image.file_name, int(image.width), int(image.height)))
+    return _CocoFile(path, document.categories, images, document.annotations)
 
 
 # --------------------------------------------------------------------------- targets

@@ -6,9 +6,9 @@ while it decodes, converts and resizes — and keeps the decoded images in a lea
 bytes (:class:`ByteCache`). Memory is the cache's bound plus the batch being read, whatever the number of files;
 training epochs over a labeled set that fits the cache decode each image once.
 
-Each file is checked as it is decoded (:func:`~learnloss.data.images.decode_image`): its header against
-``LEARNLOSS_MAX_IMAGE_PIXELS`` first; a file that is gone, truncated or no image fails the read with one line
-naming it.
+Each file is decoded by the one image decoder (:func:`~learnloss.data.images.decode_image`): its header checked
+against ``LEARNLOSS_MAX_IMAGE_PIXELS`` first, only the accepted formats tried, more than 8 bits per sample scaled to
+8; a file that is gone, truncated, of another format or no image fails the read with one line naming it.
 """
 
 from __future__ import annotations

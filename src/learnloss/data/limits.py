@@ -128,6 +128,11 @@ def check_bytes(n_bytes: int, where: str) -> None:
 def check_image_pixels(width: int, height: int, where: str) -> None:
     """Refuse an image whose header declares more than ``LEARNLOSS_MAX_IMAGE_PIXELS`` pixels.
 
+    The one pixel limit that applies: every image is opened by :mod:`learnloss.data.images`, which calls this on
+    the header before anything is decoded and keeps Pillow's own decompression-bomb check (which would refuse at
+    twice its limit, citing that) off meanwhile, so init, add, query, serve, evaluate and predict all refuse at the
+    documented limit with this message.
+
     Raises:
         ResourceLimitError: over the limit (or a non-positive size).
     """

@@ -14,15 +14,21 @@ behind one — so every answer is a plain dictionary and every refusal a :class:
   predicted loss for ``learning-loss``), so sorting the Data Manager by prediction score, descending, puts first what
   the strategy would query first. A task names its item by ``data.learnloss_id`` (tasks learnloss wrote) or by its
   image URL (tasks Label Studio made by syncing the project's Local files storage).
-* **annotation events** become labels through the same validated, all-or-nothing path as ``learnloss label``
-  (:func:`~learnloss.project.importer.apply_label_rows`): a bad annotation — unknown item, unknown class, a label that
-  contradicts the stored one on a new annotation — is refused with its reason (HTTP 422) and logged; nothing of it is
-  written. An updated annotation relabels its item (the history keeps the old label); a cancelled (skipped) one
-  is reported and ignored; a deleted one keeps the stored label.
+* **annotation events** are read by the reader ``learnloss label`` reads Label Studio's export with
+  (:mod:`learnloss.project.labelstudio_reader`: which item a task names — its id, path and image URL must agree —,
+  cancelled or skipped annotations, results of other controls, event order) and become labels through the same
+  validated, all-or-nothing path (:func:`~learnloss.project.importer.apply_label_rows`): a bad annotation — unknown
+  or retired item, unknown class, an image URL of another project, a label that contradicts the stored one on a new
+  annotation, text that is not valid Unicode — is refused with its reason (HTTP 422) and logged; nothing of it is
+  written. An updated annotation relabels its item (the history keeps the old label) unless it is older than the
+  annotation that set the stored label (a replayed event: skipped and reported); a cancelled or skipped one is
+  reported and ignored; a deleted one keeps the stored label.
 * **retraining** runs in a background thread once ``retrain_every`` labels arrived since the model was trained, one at
   a time per project (the project's query lock, :meth:`~learnloss.project.store.ProjectStore.exclusive`): it is a
   ``learnloss query`` (train on the current labels, record the next batch), after which predictions carry the new
-  model version (``learnloss-cycle-<N>``). Until it finishes, the previous model answers.
+  model version (``learnloss-cycle-<N>``). Until it finishes, the previous model answers. Labels that arrive while
+  it trains make it run again when it ends (a query whose labels changed while it trained is not recorded), so the
+  last retraining always sees every label.
 """
 
 from __future__ import annotations
@@ -44,10 +50,12 @@ from learnloss.data.images import read_images
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.inference import BatchOutputs, stream
 from learnloss.project.annotations import LABEL_CONTROL
-from learnloss.project.importer import ImportSummary, LabelFileError, LabelRow, apply_label_rows
+from learnloss.project.importer import ImportSummary, LabelFileError, apply_label_rows
 from learnloss.project.labelstudio import (
     CONFIG_FROM_NAME, CONFIG_TO_NAME, ChoicesControl, LabelStudioSetup, choices_control,
 )
+from learnloss.project.labelstudio_reader import AnnotationError, LabelRow, read_task, shown
+from learnloss.project.labelstudio_reader import task_item as read_task_item
 from learnloss.project.paths import ItemLocator, nfc
 from learnloss.project.store import ProjectStore
 from learnloss.runs.evaluate import ProjectReader, TrainedRun, load_trained
@@ -69,7 +77,7 @@ class BackendError(LearnLossError):
     """A request the backend refuses: ``status`` is its HTTP status, the message says why and what to do."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__(shown(message, 4000))  # one line of valid UTF-8, whatever text the request carried
         self.status = status
 
 
@@ -144,6 +152,8 @@ class LabelStudioBackend:
         self._score_lock = threading.Lock()  # the taps of one model hold one batch's features: one pass at a time
         self._train_lock = threading.Lock()
         self._trainer: threading.Thread | None = None
+        self._running = False  # a retraining runs (guarded by _train_lock)
+        self._again = False  # run it again when it ends (guarded by _train_lock)
         self.last_training_error: str | None = None
         self._control = ChoicesControl(CONFIG_FROM_NAME, CONFIG_TO_NAME, tuple(self.classes))
 
@@ -184,19 +194,22 @@ class LabelStudioBackend:
 
     @property
     def training(self) -> bool:
-        """Whether a retraining is running."""
-        return self._trainer is not None and self._trainer.is_alive()
+        """Whether a retraining is running (or about to run again for labels that arrived meanwhile)."""
+        return self._running
 
     def maybe_retrain(self, force: bool = False) -> bool:
         """Start a retraining in the background when ``retrain_every`` labels arrived since the model was trained
-        (or when ``force``, or when there is no model yet); whether one started."""
+        (or when ``force``, or when there is no model yet); whether one started. While one runs, a forced request
+        (labels that arrived during it, the *Start training* button) makes it run again when it ends."""
         with self._train_lock:
-            if self.training:
+            if self._running:
+                self._again = self._again or force
                 return False
             new = self.labels_since_training()
             due = force or self._model is None or (self.config.retrain_every and new >= self.config.retrain_every)
             if not due or (self._model is not None and new == 0 and not force):
                 return False
+            self._running = True
             self._trainer = threading.Thread(target=self._retrain, name="learnloss-retrain", daemon=True)
             self._trainer.start()
             return True
@@ -207,52 +220,81 @@ class LabelStudioBackend:
         if trainer is not None:
             trainer.join(timeout)
 
+    def _last_label(self) -> int:
+        """The latest label's id (it grows with every label stored), or -1 when the store cannot be read now."""
+        try:
+            with ProjectStore(self.project, kind="labeling") as store:
+                return store.last_label_id()
+        except LearnLossError as error:
+            log.warning("cannot read the labels of %s: %s", self.project, error)
+            return -1
+
     def _retrain(self) -> None:
+        """Retrain until a retraining has seen every label: labels that arrived while one trained (which then
+        refuses to record its query, :class:`~learnloss.runs.journal.LabelingJournal`) make it run again, so a
+        retraining is never dropped. A retraining that fails for another reason is reported and tried again with
+        the next labels."""
+        try:
+            while True:
+                mark = self._last_label()
+                error = self._retrain_once()
+                with self._train_lock:
+                    again = self._again or self._last_label() != mark
+                    self._again = False
+                    if not again:
+                        self._running = False
+                        if error is not None:
+                            log.warning("retraining failed: %s", error)
+                        return
+                log.info("labels arrived while the model trained%s; retraining with them",
+                         "" if error is None else f" ({error})")
+        except BaseException:
+            with self._train_lock:
+                self._running = False
+            raise
+
+    def _retrain_once(self) -> str | None:
+        """One retraining (a ``learnloss query``); what failed, if it did (also :attr:`last_training_error`)."""
         try:
             with ProjectStore(self.project, kind="labeling") as store:
                 pool = {item_id for item_id, _ in store.items("pool")}
                 unlabeled = len(pool - set(store.current_labels()))
             if unlabeled == 0:
                 log.info("every pool item is labeled; nothing to query, so no retraining")
-                return
+                return None
             log.info("retraining on the current labels")
             self._query(self.project, min(self.config.query, unlabeled), strategy=self.config.strategy,
                         device=self.config.device)
             self.load()
             self.last_training_error = None
-        except LearnLossError as error:  # busy project, no labels yet, damaged checkpoint: said, then retried later
+            return None
+        except LearnLossError as error:  # busy project, labels that arrived meanwhile, damaged checkpoint: said
             self.last_training_error = str(error)
-            log.warning("retraining failed: %s", error)
         except Exception as error:  # noqa: BLE001 - a background thread must report, not die silently
             self.last_training_error = f"{type(error).__name__}: {error}"
             log.exception("retraining failed")
+        return self.last_training_error
 
     def task_item(self, task: Any, where: str) -> tuple[int | None, str | None]:
-        """The item a task names: ``(learnloss id, None)`` for tasks learnloss wrote (``data.learnloss_id``);
-        ``(None, item path)`` for a task whose image URL lies under the project's Label Studio setup (tasks of a
-        synced Local files storage); ``(None, None)`` when it names none.
+        """The item a task names (:func:`~learnloss.project.labelstudio_reader.task_item`, the reader ``learnloss
+        label`` uses): ``(learnloss id, path)``, either None when the task does not give it — the path from
+        ``data.path`` or from an image URL under the project's Label Studio setup (tasks of a synced Local files
+        storage); ``(None, None)`` when it names none, or is refused (an image URL of another project, a path and
+        a URL that disagree).
 
         Raises:
-            BackendError: the task has no ``data`` or a ``learnloss_id`` that is not a whole number.
+            BackendError: the task has no ``data``, a ``learnloss_id`` that is not an item id (plain ASCII digits, an
+                int in range; never a bool), or a path that is not a safe relative path (HTTP 400).
         """
         data = _task_data(task, where)
-        ident = data.get("learnloss_id")
-        if isinstance(ident, str) and ident.strip().isdigit():
-            ident = int(ident.strip())
-        if ident is not None:
-            if not isinstance(ident, int) or isinstance(ident, bool):
-                raise BackendError(400, f"{where}: data.learnloss_id must be a whole number, got {ident!r}")
-            return ident, None
-        path = data.get("path")
-        if isinstance(path, str) and path.strip():
-            return None, nfc(path.strip())
-        # the image URL: ``image`` in the configuration learnloss writes; a storage sync may store it under
-        # another key (``$undefined$``)
-        for key in sorted(data, key=lambda name: name != "image"):
-            value = data[key]
-            if isinstance(value, str) and (found := self.setup_ls.item_path(value)) is not None:
-                return None, nfc(found)
-        return None, None
+        try:
+            item = read_task_item(data, self.setup_ls, where)
+        except AnnotationError as error:
+            raise BackendError(400, str(error)) from None
+        if item.refusal is not None:  # predict counts the tasks naming no item in one line
+            log.debug("%s", item.refusal)
+            return None, None
+        return item.item_id, item.path
 
     # ---------------------------------------------------------------------------------------- protocol
 
@@ -306,7 +348,14 @@ class LabelStudioBackend:
         return ChoicesControl(str(control.get("name")), str(control.get("toName")), labels)
 
     def predict(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST /predict``: one prediction per task, in order: the predicted class and the strategy's score."""
+        """``POST /predict``: one prediction per task, in order: the predicted class and the strategy's score.
+
+        A task names its item as ``learnloss label`` reads it (:func:`~learnloss.project.labelstudio_reader.task_item`;
+        an id and a path or URL must agree). Each distinct item is decoded and scored once, however many tasks name
+        it: the tasks naming it get the same prediction and the same score. Tasks that name no item of the project,
+        or are refused (another project's image URL), get an empty prediction, reported in ONE log line per request
+        (how many, the first few task ids, the first reason), so a request cannot flood the log.
+        """
         tasks = payload.get("tasks")
         if not isinstance(tasks, list):
             raise BackendError(400, "the request needs a 'tasks' list")
@@ -321,21 +370,38 @@ class LabelStudioBackend:
         with ProjectStore(self.project, kind="labeling") as store:
             sources = dict(store.items(include_retired=True))
         by_path = {nfc(source): item_id for item_id, source in sources.items()}
-        paths: list[str | None] = []
+        naming: dict[int, list[int]] = {}  # item id -> the positions of the tasks naming it, in order
+        unknown: list[int] = []
+        reason: str | None = None  # why the first refused task was refused
         for number, task in enumerate(tasks, start=1):
-            ident, path = self.task_item(task, f"task {number}")
-            if ident is None and path is not None:
-                ident = by_path.get(path)
-            paths.append(sources.get(ident) if ident is not None else None)
-        known = [i for i, path in enumerate(paths) if path is not None]
+            where = f"task {number}"
+            try:
+                named = read_task_item(_task_data(task, where), self.setup_ls, where)
+            except AnnotationError as error:
+                raise BackendError(400, str(error)) from None
+            ident = named.item_id if named.item_id is not None else by_path.get(named.path or "")
+            refusal = named.refusal
+            if refusal is None and named.item_id in sources and named.path is not None \
+                    and nfc(sources[named.item_id]) != named.path:
+                refusal = (f"{where}: data.learnloss_id {named.item_id} and the path or image URL "
+                           f"({shown(named.path)!r}) name different items")
+            if refusal is None and ident is not None and ident in sources:
+                naming.setdefault(ident, []).append(number - 1)
+            else:
+                unknown.append(number - 1)
+                reason = reason or refusal
         results: list[dict[str, Any]] = [{"result": [], "model_version": model.version} for _ in tasks]
-        for unknown in sorted(set(range(len(tasks))) - set(known)):
-            log.warning("task %s names no item of %s; no prediction", tasks[unknown].get("id"), self.project)
-        for start in range(0, len(known), _CHUNK):
-            chunk = known[start:start + _CHUNK]
+        if unknown:
+            ids = ", ".join(shown(repr(tasks[i].get("id")), 40) for i in unknown[:5])
+            log.warning("%d of %d tasks name no item of %s, so they get no prediction (task ids %s%s)%s", len(unknown),
+                        len(tasks), self.project, ids, ", …" if len(unknown) > 5 else "",
+                        f"; the first refused: {reason}" if reason else "")
+        items = list(naming)
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start:start + _CHUNK]
             with self._score_lock:
-                predictions, confidences, scores = self._score(model, [str(paths[i]) for i in chunk])
-            for i, prediction, confidence, score in zip(chunk, predictions, confidences, scores):
+                predictions, confidences, scores = self._score(model, [sources[item] for item in chunk])
+            for item, prediction, confidence, score in zip(chunk, predictions, confidences, scores):
                 if self.schema.classes:
                     found = [{"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
                               "value": {"choices": [prediction]}}]
@@ -346,7 +412,8 @@ class LabelStudioBackend:
                 entry: dict[str, Any] = {"result": found, "model_version": model.version}
                 if score is not None and np.isfinite(score):
                     entry["score"] = float(score)
-                results[i] = entry
+                for i in naming[item]:  # one scoring, one score object, shared by every task naming the item
+                    results[i] = dict(entry)
         return {"results": results, "model_version": model.version}
 
     def _score(self, model: _Model, paths: Sequence[str]) -> tuple[list[str], list[float | None], list[float | None]]:
@@ -397,15 +464,16 @@ class LabelStudioBackend:
                      "a label; relabel it or retire the item)", self.project)
             return {"status": "kept"}
         if action not in _ANNOTATION_EVENTS:
-            return {"status": "ignored", "action": action}
+            return {"status": "ignored", "action": shown(action)}
         annotations, tasks = payload.get("annotation"), payload.get("task")
         if not isinstance(annotations, list):
             annotations, tasks = [annotations], [tasks]
         if not isinstance(tasks, list) or len(tasks) != len(annotations):
             raise BackendError(400, f"{action}: the event needs one task per annotation")
+        during = self.training  # labels that arrive while the model retrains make it retrain again when it ends
         summary = self.apply(list(zip(tasks, annotations)), relabel=action == "ANNOTATION_UPDATED" or self.config.relabel,
-                             origin=str(action))
-        self.maybe_retrain()
+                             origin=shown(action))
+        self.maybe_retrain(force=during and summary.changed)
         return {"status": "stored", "added": summary.added, "relabeled": summary.relabeled,
                 "unchanged": summary.unchanged, "skipped": list(summary.skipped)}
 
@@ -425,8 +493,12 @@ class LabelStudioBackend:
                 "skipped": list(summary.skipped)}
 
     def apply(self, pairs: Sequence[tuple[Any, Any]], relabel: bool, origin: str) -> ImportSummary:
-        """Store the labels of ``(task, annotation)`` pairs all or nothing (the validated path of ``learnloss
-        label``); cancelled or empty annotations are skipped and reported."""
+        """Store the labels of ``(task, annotation)`` pairs all or nothing: each pair is read by
+        :func:`~learnloss.project.labelstudio_reader.read_task` (the rules ``learnloss label`` reads Label Studio's
+        export by: cancelled or skipped annotations and annotations without a choice are skipped and reported;
+        results of other controls are ignored; the task's id, path and image URL must agree), then applied by the
+        validated path of ``learnloss label`` (:func:`~learnloss.project.importer.apply_label_rows`: an annotation
+        older than the one that set the stored label is skipped). Any problem refuses every pair (HTTP 422)."""
         rows: list[LabelRow] = []
         skipped: list[str] = []
         problems: list[str] = []
@@ -435,81 +507,32 @@ class LabelStudioBackend:
             if not isinstance(annotation, Mapping):
                 problems.append(f"{origin}: an annotation must be an object")
                 continue
-            where = f"task {task.get('id') if isinstance(task, Mapping) else '?'} annotation {annotation.get('id')}"
-            ids.append(str(annotation.get("id")))
-            try:
-                ident, path = self.task_item(task, where)
-            except BackendError as error:
-                problems.append(str(error))
+            task_id = task.get("id") if isinstance(task, Mapping) else None
+            where = f"task {shown(task_id, 24)} annotation {shown(annotation.get('id'), 24)}"
+            ident = annotation.get("id")
+            ids.append(ident if isinstance(ident, str) else shown(ident, 24))
+            if not isinstance(task, Mapping):
+                problems.append(f"{where}: a task must be an object with a 'data' object")
                 continue
-            if annotation.get("was_cancelled"):
-                skipped.append(f"{where}: skipped in Label Studio (cancelled)")
-                continue
-            if not self.schema.classes:
-                self._target_row(ident, path, annotation.get("result"), where, rows, skipped, problems)
-                continue
-            choice = self._choice(annotation.get("result"), where, problems)
-            if choice is None:
-                if not problems or not problems[-1].startswith(where):
-                    skipped.append(f"{where}: no choice")
-                continue
-            if ident is None and path is None:
-                problems.append(self._no_item(where))
-                continue
-            rows.append(LabelRow(where, ident, path, nfc(choice)))
+            reading = read_task(task.get("data"), [annotation], self.schema, self.setup_ls, where, problems)
+            rows.extend([reading.row] if reading.row else [])
+            skipped.extend([reading.skipped] if reading.skipped else [])
         document = json.dumps([[t.get("id") if isinstance(t, Mapping) else None, a] for t, a in pairs],
-                              sort_keys=True, default=str)
-        digest = hashlib.sha256(document.encode()).hexdigest()
+                              sort_keys=True, default=str).encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(document).hexdigest()
         name = f"label-studio {origin} annotation {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}"
         try:
             with ProjectStore(self.project, kind="labeling") as store:
                 summary = apply_label_rows(store, rows, Path(name), digest, "labelstudio-webhook", relabel=relabel,
                                            problems=problems, skipped=skipped)
         except LabelFileError as error:
-            log.warning("refused: %s", error)
-            raise BackendError(422, str(error)) from None
-        log.info("%s: %d added, %d relabeled, %d unchanged%s", name, summary.added, summary.relabeled,
+            message = shown(str(error), 2000)
+            log.warning("refused: %s", message)
+            raise BackendError(422, message) from None
+        except UsageError as error:  # text the store refuses (a lone surrogate), a path it cannot hold
+            message = shown(f"{origin}: {error}", 2000)
+            log.warning("refused: %s", message)
+            raise BackendError(422, message) from None
+        log.info("%s: %d added, %d relabeled, %d unchanged%s", shown(name, 200), summary.added, summary.relabeled,
                  summary.unchanged, f"; skipped: {'; '.join(summary.skipped)}" if summary.skipped else "")
         return summary
-
-    def _no_item(self, where: str) -> str:
-        """The problem of an annotated task that names no item of the project."""
-        return (f"{where}: the task names no item (no data.learnloss_id, and its image URL is not under "
-                f"{self.setup_ls.url_prefix})")
-
-    def _target_row(self, ident: int | None, path: str | None, results: Any, where: str, rows: list[LabelRow],
-                    skipped: list[str], problems: list[str]) -> None:
-        """The boxes or keypoints of one annotation as a row (an annotation without a box labels an image holding
-        no object; one without a keypoint is skipped)."""
-        if not isinstance(results, list):
-            problems.append(f"{where}: the annotation's 'result' must be a list")
-            return
-        target = self.schema.from_label_studio(results, where, problems)
-        if target is None:
-            return
-        if self.schema.task == "keypoints" and not target["keypoints"]:
-            skipped.append(f"{where}: no keypoint")
-            return
-        if ident is None and path is None:
-            problems.append(self._no_item(where))
-            return
-        rows.append(LabelRow(where, ident, path, None, target))
-
-    def _choice(self, results: Any, where: str, problems: list[str]) -> str | None:
-        if not isinstance(results, list):
-            problems.append(f"{where}: the annotation's 'result' must be a list")
-            return None
-        chosen = []
-        for result in results:
-            value = result.get("value") if isinstance(result, Mapping) else None
-            choices = value.get("choices") if isinstance(value, Mapping) else None
-            if choices is None:
-                continue  # another control's result (a comment, a rating): not a label
-            if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], str):
-                problems.append(f"{where}: the annotation does not choose exactly one class")
-                return None
-            chosen.append(choices[0])
-        if len(set(chosen)) > 1:
-            problems.append(f"{where}: the annotation chooses several classes ({', '.join(sorted(set(chosen)))})")
-            return None
-        return chosen[0] if chosen else None

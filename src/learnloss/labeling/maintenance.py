@@ -6,7 +6,9 @@ import again (:meth:`~learnloss.project.store.ProjectStore.retire_items`). :func
 folder — the database (SQLite's ``integrity_check`` and ``foreign_key_check``, kind, schema version, application
 id), files that interrupted commands left behind, and for labeling projects every item's image — and with
 ``fix=True`` removes only what is safe to remove: checkpoints no cycle records and leftovers of atomic writes, never
-anything outside the project folder and never through a symbolic link.
+anything outside the project folder and never through a symbolic link. A symbolic link where a project keeps its own
+files (``.lock``, ``exports/``, ``checkpoints/``) is a problem — every command refuses to write through it
+(:mod:`learnloss.atomic`) — and ``fix=True`` removes the link itself, never what it points to.
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ import re
 import shlex
 import stat
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from learnloss.errors import UsageError
+from learnloss.atomic import remove_file, remove_link
+from learnloss.data.images import read_header
+from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.backup import StoreInspection, inspect_store
 from learnloss.project.checkpoint import remove_in_folder
-from learnloss.project.database import DB_FILENAME
-from learnloss.project.lock import project_lock
+from learnloss.project.database import DB_FILENAME, one_line
+from learnloss.project.lock import LOCK_FILENAME, project_lock
 from learnloss.project.paths import ItemLocator, UnsafePathError, nfc, safe_relative
 from learnloss.project.schema import APPLICATION_ID, SCHEMA_VERSION
 from learnloss.project.store import ProjectStore
@@ -283,6 +284,60 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path)
 
 
+#: What a project keeps as its own real file or folders, written by learnloss: a symbolic link there is refused by every
+#: command (:mod:`learnloss.atomic`), reported by doctor and removed (the link only) by ``doctor --fix``.
+CONFINED = (LOCK_FILENAME, "exports", "checkpoints")
+_LINKED = "link_in_project"
+
+
+def _link_findings(folder: Path, names: Sequence[str]) -> list[Finding]:
+    """A finding for each of ``names`` in ``folder`` that is a symbolic link (fixable: the link is removed), a
+    ``.lock`` with other hard links (fixable: this name is removed) or not what it should be (a file or folder)."""
+    out: list[Finding] = []
+    for name in names:
+        path = folder / name
+        try:
+            found = os.lstat(path)
+        except OSError:
+            continue
+        shown = name if name == LOCK_FILENAME else f"{name}/"
+        if stat.S_ISLNK(found.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            then = "" if name == LOCK_FILENAME else ", then put the files it held in a real folder there if you want them"
+            out.append(Finding(_LINKED, f"{shown} is a symbolic link (to {target}); learnloss never writes through it, "
+                               "so commands on this project refuse to run", name,
+                               fix=f"learnloss doctor --fix removes the link, never what it points to{then}",
+                               fixable=True))
+        elif name == LOCK_FILENAME and stat.S_ISREG(found.st_mode) and found.st_nlink > 1:
+            out.append(Finding(_LINKED, f"{shown} has {found.st_nlink - 1} other hard link(s), so it may be another "
+                               "file; learnloss never writes to it", name,
+                               fix="learnloss doctor --fix removes this name, never the other links", fixable=True))
+        elif stat.S_ISDIR(found.st_mode) != (name != LOCK_FILENAME):
+            what = "a file" if name == LOCK_FILENAME else "a folder"
+            out.append(Finding(_LINKED, f"{shown} is not {what}; learnloss cannot use it", name,
+                               fix="move it away and run the command again (doctor leaves it alone)"))
+    return out
+
+
+def _fix_links(findings: Sequence[Finding], folder: Path) -> list[Path]:
+    """Remove what the fixable :func:`_link_findings` name — the link itself (or the hard-linked lock file's name),
+    never what it points to; the paths removed."""
+    removed = []
+    for finding in findings:
+        if finding.kind != _LINKED or not finding.fixable or finding.path is None or finding.fixed:
+            continue
+        path = folder / finding.path
+        if remove_link(path, root=folder) or (finding.path == LOCK_FILENAME and remove_file(path, root=folder)):
+            finding.fixed = True
+            removed.append(path)
+        else:
+            finding.message += " (could not be removed)"
+    return removed
+
+
 def _store_findings(found: StoreInspection, folder: Path) -> list[Finding]:
     out = []
     if found.problem:  # the refusal's line says what to do
@@ -319,10 +374,10 @@ def _file_findings(found: StoreInspection, folder: Path, real: Path) -> list[Fin
         else:
             out.append(Finding("tmp_leftover", f"{relative} (a temporary file an interrupted write left behind)",
                                relative, fix="learnloss doctor --fix removes it", fixable=True))
+    out.extend(_link_findings(folder, [name for name in CONFINED if name != LOCK_FILENAME]))
     checkpoints = folder / "checkpoints"
     if checkpoints.is_symlink() or (checkpoints.exists() and not _inside(checkpoints, real)):
-        out.append(Finding("link", f"checkpoints/ leads outside the project (to {checkpoints.resolve()}); nothing in "
-                           "it is touched", "checkpoints", fix="replace the link with a folder"))
+        pass  # reported above; nothing in it is touched
     elif checkpoints.is_dir() and found.readable and not found.integrity and not found.problem:
         recorded = {(folder / name).resolve() for _, name in found.checkpoints}
         for path in sorted(checkpoints.iterdir()):
@@ -366,11 +421,11 @@ def _item_findings(found: StoreInspection, project: Path) -> tuple[list[Finding]
             out.append(Finding("missing_item", f"item {item_id} {source}: the image is missing", source, item_id,
                                fix=f"restore it, or retire the item: {command} {item_id}"))
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(path) as image:  # the header only: nothing is decoded
-                    image.size  # noqa: B018 - read from the header
+        try:  # the header only, through the one decoder: its formats, its pixel limit
+            read_header(path, f"item {item_id} {source}")
+        except LearnLossError as error:
+            out.append(Finding("unreadable_item", one_line(str(error), 300), source, item_id,
+                               fix=f"replace the file, or retire the item: {command} {item_id}"))
         except Exception as error:  # a hostile file may fail in any way a decoder can
             out.append(Finding("unreadable_item", f"item {item_id} {source}: not a readable image "
                                f"({type(error).__name__}: {' '.join(str(error).split())[:120]})", source, item_id,
@@ -390,10 +445,15 @@ def doctor(project: str | Path, fix: bool = False, timeout: float = 30.0, check_
     root and be a readable image (its header is read, not decoded) — each unusable one with the
     ``learnloss remove`` command that retires it.
 
-    With ``fix``, the project's lock is held (no query or run can write a checkpoint meanwhile) and orphan
-    checkpoints and temporary files older than :data:`TMP_GRACE_SECONDS` are deleted: regular files only, whose
-    resolved location is inside the project folder — never a link, never anything a link points to, never
-    anything outside. Nothing else is changed; the database is only read.
+    A symbolic link at ``.lock``, ``exports/`` or ``checkpoints/`` (:data:`CONFINED`) is reported: every command
+    refuses to write through it.
+
+    With ``fix``, a link at ``.lock`` (or a ``.lock`` with other hard links) is removed first — the name only,
+    never what it points to — since the lock cannot be taken through it; then the project's lock is held (no query
+    or run can write a checkpoint meanwhile), links at ``exports/`` and ``checkpoints/`` are removed the same way,
+    and orphan checkpoints and temporary files older than :data:`TMP_GRACE_SECONDS` are deleted: regular files only,
+    whose resolved location is inside the project folder — never anything a link points to, never anything outside.
+    Nothing else is changed; the database is only read.
 
     Raises:
         UsageError: ``project`` is not a folder holding a ``learnloss.db``.
@@ -403,18 +463,24 @@ def doctor(project: str | Path, fix: bool = False, timeout: float = 30.0, check_
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder; give a project folder (learnloss init) or a run folder "
                          "(learnloss run --out)")
-    lock = project_lock(folder, "doctor --fix", timeout) if fix else contextlib.nullcontext()
+    if not os.path.lexists(folder / DB_FILENAME):
+        raise UsageError(f"{folder} is not a learnloss project (no {DB_FILENAME}); nothing to check")
+    lock_findings = _link_findings(folder, [LOCK_FILENAME])
+    removed = _fix_links(lock_findings, folder) if fix else []  # before the lock, which cannot be taken through it
+    lock = project_lock(folder, "doctor --fix", timeout, folders=()) if fix else contextlib.nullcontext()
     with lock:
         found = inspect_store(folder, timeout)
         real = folder.resolve()
         report = DoctorReport(folder, found.kind, found.schema_version, found.application_id)
         report.store = _store_findings(found, folder)
-        report.files = _file_findings(found, folder, real)
+        report.files = [*lock_findings, *_file_findings(found, folder, real)]
+        report.removed.extend(removed)
         if check_items and found.kind == "labeling" and found.readable:
             report.items, report.items_checked = _item_findings(found, folder)
         if fix:
+            report.removed.extend(_fix_links(report.files, folder))
             for finding in report.files:
-                if not finding.fixable or finding.path is None:
+                if not finding.fixable or finding.path is None or finding.kind == _LINKED:
                     continue
                 path = folder / finding.path
                 if not _removable(path, real):  # checked again just before deleting

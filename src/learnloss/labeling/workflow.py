@@ -30,7 +30,7 @@ from learnloss.atomic import atomic_write
 from learnloss.data.dataset import AugmentSpec, Dataset
 from learnloss.data.image_source import ImageSource
 from learnloss.distributed import current
-from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, list_images, read_header
+from learnloss.data.images import IMAGE_SUFFIXES, ImageHeader, read_header, scan_images
 from learnloss.errors import LearnLossError, UsageError
 from learnloss.project.exports import (
     QueriedItem, file_sha256, read_table, unescape_cell, write_csv, write_json, write_query_batch,
@@ -108,8 +108,9 @@ def _scan_folder(root: Path, folder: Path, layout: bool, registered: frozenset[s
     (``<class>/*``, optionally under ``train/`` and ``test/``) gives labels; any other layout gives unlabeled pool
     items. Without ``classes`` (a project of boxes or keypoints) folders give no labels, and ``train/`` and
     ``test/`` at the top still give the split."""
-    images = list_images(folder)
-    if not images:
+    listing = scan_images(folder, inside=root)  # the one listing: links leading out of the root are problems
+    images = listing.files
+    if not images and not listing.outside:
         raise UsageError(f"no images found under {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     relative = [image.relative_to(folder) for image in images]
     top = {r.parts[0] for r in relative}
@@ -125,6 +126,11 @@ def _scan_folder(root: Path, folder: Path, layout: bool, registered: frozenset[s
         found = [(None, "pool") for _ in relative]
     entries: list[_Entry] = []
     problems: list[_Problem] = []
+    for link in listing.outside:
+        linked = link.relative_to(root).as_posix()
+        problems.append((ascii(linked) if name_problem(linked) else repr(nfc(linked)),
+                         f"a symlink leads it outside the data root {root}; copy the image into the data root or "
+                         "leave it out"))
     skipped = 0
     for image, (label, split) in zip(images, found):
         name = image.relative_to(root).as_posix()
@@ -411,7 +417,7 @@ def init_project(
                 store.set_meta("annotation", schema.to_meta(), db)
                 config = staging / "exports" / "labelstudio-config.xml"
                 config.parent.mkdir()
-                with atomic_write(config) as handle:
+                with atomic_write(config, root=staging) as handle:
                     handle.write(schema.label_studio_config())
                 store.set_meta("exports", {config.name: file_sha256(config)}, db)
                 store.add_classes(db, names)
@@ -596,9 +602,11 @@ class ProjectImages:
         test = [i for i, split in enumerate(self.splits) if split == "test" and self.item_ids[i] in labels]
         pool_x = ImageSource([self.paths[i] for i in pool], self.mode, (size, size), resize=True)
         test_x = ImageSource([self.paths[i] for i in test], self.mode, (size, size), resize=True)
-        test_y = schema.encode([labels[self.item_ids[i]] for i in test])
         labeled = [n for n, i in enumerate(pool) if self.item_ids[i] in labels]
-        known = schema.encode([labels[self.item_ids[pool[n]]] for n in labeled])
+        # one encoding of both splits: boxes are padded to the most objects of any labeled image, train or test
+        encoded = schema.encode([labels[self.item_ids[i]] for i in test]
+                                + [labels[self.item_ids[pool[n]]] for n in labeled])
+        test_y, known = encoded[:len(test)], encoded[len(test):]
         pool_y = build_task(schema.task).empty_targets(len(pool), known)
         pool_y[torch.as_tensor(labeled, dtype=torch.long)] = known
         height, width = pool_x.shape[2:]

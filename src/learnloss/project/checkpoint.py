@@ -2,14 +2,16 @@
 kept in a real folder of the project that nothing a store says can lead out of.
 
 ``torch.save`` output is written through :func:`learnloss.atomic.atomic_write` (temporary file, fsync,
-rename); the store records its SHA-256 with the cycle. :func:`load_checkpoint` verifies the checksum before
+rename, below the project folder without following a link); the store records its SHA-256 with the cycle.
+:func:`load_checkpoint` verifies the checksum before
 reading, and reads with ``torch.load(weights_only=True)``, which accepts tensors and plain containers only —
 never arbitrary pickled objects.
 
 A project's checkpoints live directly in its ``checkpoints/`` folder (:data:`FOLDER`), which must be a real folder,
 not a symbolic link. Files are opened relative to that folder's descriptor and never through a symbolic link
-(``O_NOFOLLOW``), so neither a crafted store, a symlinked folder nor a symlinked file makes learnloss read, write or
-delete anything outside it (:func:`checkpoint_folder`, :func:`confined_checkpoint`, :func:`remove_in_folder`).
+(``O_NOFOLLOW``, the one mechanism of :mod:`learnloss.atomic`), so neither a crafted store, a symlinked folder nor a
+symlinked file makes learnloss read, write or delete anything outside it (:func:`checkpoint_folder`,
+:func:`confined_checkpoint`, :func:`remove_in_folder`).
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import os
 import pickle
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from learnloss.atomic import atomic_write
+from learnloss.atomic import LinkRefusedError, atomic_write, check_folder, make_folder, read_file, remove_file
 from learnloss.errors import LearnLossError
 
 __all__ = [
@@ -44,8 +44,6 @@ __all__ = [
 FOLDER = "checkpoints"
 #: What a checkpoint's name may be: a plain file name of letters, digits, ``.``, ``_`` and ``-``, ending in ``.pt``.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,126}\.pt")
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 class CheckpointError(LearnLossError):
@@ -59,24 +57,19 @@ class CheckpointMismatchError(CheckpointError):
 
 
 def checkpoint_folder(project: Path, create: bool = False) -> Path:
-    """``project/checkpoints``, refused unless it is a real folder (or, without ``create``, absent).
+    """``project/checkpoints``, refused unless it is a real folder (or, without ``create``, absent); with
+    ``create`` made when missing (:func:`learnloss.atomic.make_folder`).
 
     Raises:
         CheckpointError: it is a symbolic link or not a folder.
     """
-    folder = project / FOLDER
     try:
-        mode = os.lstat(folder).st_mode
-    except FileNotFoundError:
         if create:
-            folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    if stat.S_ISLNK(mode):
-        raise CheckpointError(f"{folder} is a symbolic link; a project keeps its checkpoints in a real folder "
-                              "inside it — move the files there in place of the link, then run the command again")
-    if not stat.S_ISDIR(mode):
-        raise CheckpointError(f"{folder} is not a folder; move it away, then run the command again")
-    return folder
+            return make_folder(project, FOLDER)
+        check_folder(project, FOLDER)
+    except LinkRefusedError as error:
+        raise CheckpointError(str(error)) from None
+    return project / FOLDER
 
 
 def confined_checkpoint(project: Path, recorded: str) -> Path:
@@ -96,56 +89,50 @@ def confined_checkpoint(project: Path, recorded: str) -> Path:
     return checkpoint_folder(project) / name
 
 
-def _read_no_follow(path: Path) -> bytes:
-    """The bytes of the regular file ``path``, opened relative to its folder and never through a symbolic link."""
-    folder_fd = os.open(path.parent, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
-    try:
-        fd = os.open(path.name, os.O_RDONLY | _NOFOLLOW, dir_fd=folder_fd)
-    finally:
-        os.close(folder_fd)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise IsADirectoryError(21, "not a regular file", str(path))
-        return handle.read()
-
-
 def remove_in_folder(folder: Path, name: str) -> bool:
     """Delete the regular file ``name`` directly inside ``folder`` (never a symbolic link, a folder, or anything a
-    link leads to); whether it was deleted. A file that is already gone, or cannot be deleted, is left alone."""
+    link leads to; :func:`learnloss.atomic.remove_file`); whether it was deleted. A file that is already gone, or
+    cannot be deleted, is left alone."""
     if "/" in name or "\x00" in name or name in ("", ".", ".."):
         return False
-    try:
-        folder_fd = os.open(folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
-            return False
-        os.unlink(name, dir_fd=folder_fd)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(folder_fd)
+    return remove_file(name, root=folder)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> str:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) to ``path`` atomically; returns
     its SHA-256.
 
+    ``path`` is ``FOLDER/NAME`` of a project (``project/checkpoints/cycle-3.pt``): the project is the root, the folder
+    is opened (made when missing) without following a link, and a link at ``NAME`` is replaced, never written
+    through (:func:`learnloss.atomic.atomic_write`).
+
     Raises:
-        CheckpointError: the folder of ``path`` is a symbolic link.
+        CheckpointError: the folder of ``path`` is a symbolic link or not a folder.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    if path.parent.is_symlink():
-        raise CheckpointError(f"{path.parent} is a symbolic link; checkpoints are written into a real folder only — "
-                              "move the files there in place of the link, then run the command again")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, binary=True) as handle:
-        handle.write(data)
+    try:
+        with atomic_write(path, binary=True, root=path.parent.parent) as handle:
+            handle.write(data)
+    except LinkRefusedError as error:
+        raise CheckpointError(str(error)) from None
     return hashlib.sha256(data).hexdigest()
+
+
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([A-Za-z0-9_.]{1,80})")
+
+
+def _refusal(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in learnloss's words: the object it would have to import
+    when PyTorch names one, else the kind of error. PyTorch's own text is not repeated: it suggests loading with
+    ``weights_only=False`` or allow-listing the object, either of which would run the file's code."""
+    found = _GLOBAL.search(str(error))
+    if found:
+        return f"it would import {found.group(1)}"
+    if isinstance(error, EOFError):
+        return "it ends early"
+    return f"{type(error).__name__} while reading it"
 
 
 def load_checkpoint(path: Path, sha256: str) -> dict[str, Any]:
@@ -156,8 +143,8 @@ def load_checkpoint(path: Path, sha256: str) -> dict[str, Any]:
             weights.
     """
     try:
-        data = _read_no_follow(path)
-    except (OSError, ValueError) as error:
+        data = read_file(path, root=path.parent.parent)  # the folder and the file: never through a link
+    except (OSError, ValueError, LinkRefusedError) as error:
         reason = "it is a symbolic link" if getattr(error, "errno", None) == errno.ELOOP else (
             getattr(error, "strerror", None) or str(error))
         raise CheckpointError(f"checkpoint {path} cannot be read ({reason})") from None
@@ -167,8 +154,9 @@ def load_checkpoint(path: Path, sha256: str) -> dict[str, Any]:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} is not a weights-only file ({first}); it is not loaded") from None
+        raise CheckpointError(f"checkpoint {path} is not a weights-only file ({_refusal(error)}); it is not loaded, "
+                              "since learnloss never runs code from a checkpoint — it did not come from learnloss: "
+                              "delete it and restore the project from a backup") from None
     if not isinstance(loaded, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(loaded).__name__}, not a learnloss snapshot; it is "
                               "not loaded")

@@ -50,6 +50,7 @@ __all__ = [
     "StoreIOError",
     "StoreKindError",
     "StoreReadOnlyError",
+    "StoreTextError",
     "Where",
     "busy_error",
     "check_file",
@@ -112,6 +113,11 @@ class StoreFormatError(UsageError):
 
 class StoreKindError(StoreFormatError):
     """The store is of the other kind: a run folder where a labeling project is needed, or the reverse."""
+
+
+class StoreTextError(UsageError):
+    """Text to be stored is not valid Unicode (it holds a lone surrogate, which UTF-8 cannot encode): refused
+    before SQLite writes anything, and the transaction rolled back. Every text reaching the store passes here."""
 
 
 # SQLite's primary result codes (https://www.sqlite.org/rescode.html) that the store tells apart; those without a
@@ -207,6 +213,10 @@ def _translated(where: Where) -> Iterator[None]:
         raise translate(error, where) from None
     except UnicodeDecodeError as error:  # text that is not UTF-8: a damaged page SQLite itself cannot see
         raise corrupt_error(where, f"it holds text that is not UTF-8 ({error.reason})") from None
+    except UnicodeEncodeError as error:  # a parameter holding a lone surrogate (from JSON's "\udc00"): never stored
+        char = error.object[error.start] if isinstance(error.object, str) and error.start < len(error.object) else "?"
+        raise StoreTextError(f"text to store is not valid Unicode (it holds the lone surrogate U+{ord(char):04X}, "
+                             "which UTF-8 cannot encode); nothing was written — send the text as UTF-8") from None
 
 
 class _StoreCursor(sqlite3.Cursor):

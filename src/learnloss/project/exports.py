@@ -5,15 +5,21 @@ return) are prefixed with ``'`` (OWASP, "CSV Injection"), and so is text that me
 such a character, so that :func:`unescape_cell` undoes exactly what was added on import. Every file
 is written atomically; JSON through :func:`learnloss.jsonio.write_json`, so a missing or non-finite number (the
 score of a ``random`` query) is ``null`` in JSON and an empty cell in CSV.
+
+A query batch is written into the project's ``exports/`` folder through :func:`learnloss.atomic.atomic_write` with
+the project as the root: ``exports/`` must be a real folder (a symbolic link there is refused before anything is
+written) and a link at a file's name is replaced, never written through, so nothing outside the project changes.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from learnloss import jsonio
-from learnloss.atomic import atomic_write
+from learnloss.atomic import atomic_write, make_folder, read_file
 from learnloss.errors import UsageError
 from learnloss.project.annotations import AnnotationSchema
 from learnloss.project.labelstudio import LabelStudioSetup, label_studio_task
@@ -127,25 +133,31 @@ def _csv_cell(value: Any) -> Any:
     return escape_cell(value)
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]], root: Path | None = None) -> None:
     """Write a UTF-8 CSV with ``header`` and escaped ``rows``, atomically; ``None``, NaN and infinite numbers
-    are empty cells."""
+    are empty cells. ``root`` is the project folder ``path`` lies in (nothing between them is followed; see
+    :func:`learnloss.atomic.atomic_write`); without it (a file the user named) only ``path``'s name is confined.
+
+    Raises:
+        LinkRefusedError: a folder between ``root`` and ``path`` is a symbolic link.
+    """
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows([_csv_cell(cell) for cell in row] for row in rows)
-    with atomic_write(path) as handle:
+    with atomic_write(path, root=root) as handle:
         handle.write(buffer.getvalue())
 
 
-def write_json(path: Path, document: Any) -> None:
+def write_json(path: Path, document: Any, root: Path | None = None) -> None:
     """Write ``document`` as indented UTF-8 JSON, atomically (:func:`learnloss.jsonio.write_json`: NaN and
-    infinite numbers as ``null``).
+    infinite numbers as ``null``); ``root`` as for :func:`write_csv`.
 
     Raises:
         TypeError: ``document`` holds a value JSON cannot represent (the message names ``path``).
+        LinkRefusedError: a folder between ``root`` and ``path`` is a symbolic link.
     """
-    jsonio.write_json(path, document)
+    jsonio.write_json(path, document, root=root)
 
 
 def _finite(value: float | None) -> float | None:
@@ -178,18 +190,23 @@ class QueriedItem:
 
 
 def file_sha256(path: Path) -> str | None:
-    """SHA-256 of the file at ``path``, or None when there is none."""
+    """SHA-256 of the regular file at ``path``, or None when there is none — or only a symbolic link, which is never
+    read through (a writer replaces it: :func:`learnloss.atomic.atomic_write`)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
+        return hashlib.sha256(read_file(path)).hexdigest()
+    except (FileNotFoundError, IsADirectoryError):
         return None
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EMLINK):
+            return None
+        raise
 
 
 def _beside(path: Path) -> Path:
     """A new name next to ``path`` for a re-export: ``query-0.csv`` -> ``query-0.reexport-1.csv`` (the first free)."""
     stem, dot, rest = path.name.partition(".")
     n = 1
-    while (candidate := path.with_name(f"{stem}.reexport-{n}{dot}{rest}")).exists():
+    while os.path.lexists(candidate := path.with_name(f"{stem}.reexport-{n}{dot}{rest}")):
         n += 1
     return candidate
 
@@ -215,9 +232,14 @@ def write_query_batch(
 
     Returns the paths written, by kind, and the files kept, by kind (the path of each kept file).
 
+    ``folder`` is a folder of a project (``PROJECT/exports``): the project, its parent, is the root of every write,
+    so a symbolic link at ``folder`` is refused (:class:`~learnloss.atomic.LinkRefusedError`) before anything is
+    written, and a link at a file's name is replaced, never written through.
+
     A score or confidence that is missing or not finite (a ``random`` query has no score) is ``null`` in the
     JSON files and an empty cell in the CSV."""
-    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.parent
+    make_folder(root, folder.name)  # refuses a link at folder before anything is read or written
     written = written or {}
     stem = folder / f"query-{cycle}"
     planned = {
@@ -236,7 +258,7 @@ def write_query_batch(
     write_csv(
         paths["csv"], ("id", "path", *fill, "prediction", "confidence", "rank", f"score ({meaning})"),
         [(i.item_id, i.path, *[""] * len(fill), i.prediction, _number_cell(i.confidence, ".4f"), i.rank,
-          _number_cell(i.score, ".6g")) for i in items],
+          _number_cell(i.score, ".6g")) for i in items], root=root,
     )
     names = {"classes": list(schema.names)} if schema.task != "keypoints" else {"keypoints": list(schema.names)}
     write_json(paths["json"], {
@@ -244,13 +266,13 @@ def write_query_batch(
         "items": [{"id": i.item_id, "path": i.path, **({"label": None} if schema.classes else {}),
                    "prediction": i.prediction if schema.classes else _decoded(i.prediction),
                    "confidence": i.confidence, "rank": i.rank, "score": i.score} for i in items],
-    })
+    }, root=root)
     write_json(paths["labelstudio"], [
         label_studio_task(setup, i.item_id, i.path, i.prediction, i.confidence, i.score, i.rank,
                           f"learnloss-cycle-{cycle}",
                           None if schema.classes else _regions(schema, i.prediction))
-        for i in items])
-    with atomic_write(paths["labelstudio_config"]) as handle:
+        for i in items], root=root)
+    with atomic_write(paths["labelstudio_config"], root=root) as handle:
         handle.write(schema.label_studio_config())
     return paths, kept
 

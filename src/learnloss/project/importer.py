@@ -9,8 +9,11 @@ Accepted files, each with the format name recorded with the import (and in every
   list as ``items`` (the ``query-N.json`` that ``learnloss query`` writes, its ``label`` fields filled in) or
   ``labels``;
 * ``labelstudio`` (``.json``): Label Studio's JSON export (a list of tasks with ``annotations``) of a project
-  whose tasks ``learnloss query`` wrote: each task's ``data.learnloss_id`` (or ``data.path``) names the item,
-  the label is the single choice of its annotations that were not cancelled (several must agree);
+  whose tasks ``learnloss query`` wrote: each task's ``data.learnloss_id`` (or ``data.path``, or its image URL)
+  names the item, the label is the single choice of its annotations that were not cancelled or skipped (several
+  must agree). Its tasks are read by :mod:`learnloss.project.labelstudio_reader`, the reader of the ML backend's
+  webhook too: results of other controls (a comment, a rating) are ignored, a task's id, path and image URL must
+  agree and the URL be this project's, and an annotation older than the one that set the stored label is skipped;
 * ``labelstudio-min`` (``.json``): Label Studio's JSON-MIN export, recognised by its ``annotation_id`` fields: a
   list of flat objects, one per annotation (or per task without one), holding the task's data (``learnloss_id``,
   ``path``, ...), Label Studio's task ``id``, the choice under ``label`` (the Choices control of
@@ -44,15 +47,20 @@ import csv
 import hashlib
 import io
 import json
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from learnloss.errors import UsageError
+from learnloss.cocojson import CocoAnnotation, is_coco, read_coco
+from learnloss.errors import DatasetFormatError, UsageError
 from learnloss.project.annotations import AnnotationSchema
 from learnloss.project.exports import csv_records, unescape_cell
+from learnloss.project.labelstudio import LabelStudioSetup
+from learnloss.project.labelstudio_reader import (
+    AnnotationError, LabelRow, annotation_time, parse_item_id, read_task, shown,
+)
+from learnloss.project.labelstudio_reader import task_item as read_task_item
 from learnloss.project.paths import UnsafePathError, nfc, safe_relative
 from learnloss.project.store import LabelRecord, ProjectStore
 
@@ -61,9 +69,6 @@ __all__ = [
 ]
 
 MAX_LISTED_PROBLEMS = 20
-#: An item id: ASCII digits only (``int()`` would also take ``+16``, ``1_9`` and other scripts' digits).
-_ID = re.compile(r"[0-9]+")
-_MAX_ID_DIGITS = 18  # every SQLite rowid fits; longer ids are unknown without converting them
 #: The name of the Choices control in ``labelstudio-config.xml``: a Label Studio export keys the choice by it.
 _CONTROL = "label"
 #: The fields of a Label Studio JSON-MIN entry or CSV row besides the choice: the task's data as ``learnloss
@@ -82,21 +87,6 @@ class LabelFileError(UsageError):
         more = f"; and {len(self.problems) - MAX_LISTED_PROBLEMS} more" if len(self.problems) > MAX_LISTED_PROBLEMS else ""
         count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
         super().__init__(f"{path}: {count}, nothing was imported: {shown}{more}")
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    """One label of a file: where it is (``row 4``, ``task 12``), which item (id and/or path), which class — or,
-    in a detection or keypoints project, the checked ``target`` (:mod:`learnloss.project.annotations`; ``label``
-    is None) and, when the file gave it in pixels, the image ``size`` (width, height) the file declares, which must
-    be the image's own."""
-
-    where: str
-    item_id: int | None
-    path: str | None
-    label: str | None
-    target: Any = None
-    size: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,15 +153,11 @@ def _item(where: str, ident: str | None, path: str | None, what: str, problems: 
     or None after adding the problem."""
     item_id = None
     if ident:
-        if not _ID.fullmatch(ident):
-            shown = ident if len(ident) <= 40 else ident[:40] + "…"
-            problems.append(f"{where}: id {shown!r} is not a whole number in plain digits 0-9, as the exported "
-                            "files write it")
+        try:
+            item_id = parse_item_id(ident, where)  # the one parser of an item id (ASCII digits, bounded)
+        except AnnotationError as error:
+            problems.append(str(error))
             return None
-        if len(ident) > _MAX_ID_DIGITS:
-            problems.append(f"{where}: unknown id {ident[:20]}… ({len(ident)} digits)")
-            return None
-        item_id = int(ident)
     if not ident and not path:
         problems.append(f"{where}: neither id nor path says which item is labeled {what}")
         return None
@@ -220,6 +206,9 @@ class _StudioEntry:
     path: Any
     label: str | None  # the single choice; None when there is none
     annotated: bool  # an annotation (with or without a choice), not a task without any
+    image: Any = None  # the task's image URL
+    annotation: Any = None  # Label Studio's annotation id
+    times: tuple[Any, Any] = (None, None)  # the annotation's created_at and updated_at, as written
 
 
 def _studio_choice(value: Any, where: str, problems: list[str], cell: bool) -> tuple[bool, str | None]:
@@ -256,7 +245,8 @@ def _studio_entry(where: str, entry: dict[str, Any], problems: list[str], cell: 
         return None
     task = _text(entry.get("id"))
     return _StudioEntry(where, task or None, entry.get("learnloss_id"), entry.get("path"), label,
-                        _present(entry.get("annotation_id")))
+                        _present(entry.get("annotation_id")), entry.get("image"), entry.get("annotation_id"),
+                        (entry.get("created_at"), entry.get("updated_at")))
 
 
 def _check_control(fields: set[str], where: str, problems: list[str]) -> None:
@@ -269,9 +259,22 @@ def _check_control(fields: set[str], where: str, problems: list[str]) -> None:
                         "that labeling config and export again")
 
 
-def _studio_rows(entries: list[_StudioEntry], problems: list[str]) -> tuple[list[LabelRow], list[str]]:
+def _flat_time(entry: _StudioEntry) -> str:
+    """The time of a JSON-MIN entry's or a CSV row's annotation (:func:`annotation_time`), ``""`` for none. These
+    columns are metadata of a flat export, which spreadsheets may have rewritten: one that is not a time gives the
+    label no time (it then replaces, and is replaced by, any other label as a label file without times does)."""
+    try:
+        return annotation_time({"created_at": entry.times[0], "updated_at": entry.times[1]}, entry.where) or ""
+    except AnnotationError:
+        return ""
+
+
+def _studio_rows(entries: list[_StudioEntry], problems: list[str], setup: LabelStudioSetup | None = None
+                 ) -> tuple[list[LabelRow], list[str]]:
     """The labels of a JSON-MIN or CSV export and the tasks it leaves out. The entries of one Label Studio task
-    (same ``id``, ``learnloss_id`` and ``path``) are its annotations: their choices must agree."""
+    (same ``id``, ``learnloss_id`` and ``path``) are its annotations: their choices must agree. As in Label Studio's
+    JSON export (:mod:`learnloss.project.labelstudio_reader`), the task's image URL must be one of ``setup``'s and
+    name the same image as its path, and the label carries the time of its newest annotation."""
     tasks: dict[object, list[_StudioEntry]] = {}
     for entry in entries:
         key = (entry.task, repr(entry.ident), repr(entry.path)) if entry.task is not None else id(entry)
@@ -297,7 +300,17 @@ def _studio_rows(entries: list[_StudioEntry], problems: list[str]) -> tuple[list
                             "Studio's own task id is not an item id); label tasks that learnloss query wrote")
             continue
         row = _row(entry.where, entry.ident, entry.path, chosen[0], problems)
-        rows.extend([row] if row else [])
+        if row is None:
+            continue
+        if setup is not None and isinstance(entry.image, str) and entry.image.strip():
+            named = read_task_item({"path": row.path, "image": entry.image}, setup, entry.where)
+            if named.refusal is not None:
+                problems.append(named.refusal)
+                continue
+            row = replace(row, path=named.path)
+        newest, annotation = max(((_flat_time(e), e.annotation) for e in labeled), key=lambda pair: pair[0])
+        rows.append(replace(row, annotation=None if not _present(annotation) else _text(annotation),
+                            annotated_at=newest or None))
     return rows, skipped
 
 
@@ -334,7 +347,8 @@ def _csv_header_problem(header: list[str], text: str) -> str | None:
     return None
 
 
-def _parse_csv(text: str, problems: list[str]) -> tuple[str, list[LabelRow], list[str]]:
+def _parse_csv(text: str, problems: list[str], setup: LabelStudioSetup | None = None
+               ) -> tuple[str, list[LabelRow], list[str]]:
     """The format (``csv`` or ``labelstudio-csv``), rows and skipped tasks of the CSV ``text``."""
     header: list[str] | None = None
     rows: list[LabelRow] = []
@@ -373,59 +387,16 @@ def _parse_csv(text: str, problems: list[str]) -> tuple[str, list[LabelRow], lis
     if header is not None and "annotation_id" in header:
         if _CONTROL not in header:
             _check_control(set(header), "header", problems)
-        studio_rows, skipped = _studio_rows(entries, problems)
+        studio_rows, skipped = _studio_rows(entries, problems, setup)
         return "labelstudio-csv", studio_rows, skipped
     return "csv", rows, []
 
 
-def _live_annotations(task: dict[str, Any], where: str, problems: list[str]
-                      ) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """The annotations of a task of Label Studio's JSON export that were not cancelled (skipped in Label Studio),
-    and why the task is skipped when there are none; ``None, None`` after a problem."""
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list):
-        problems.append(f"{where}: 'annotations' must be a list of objects")
-        return None, None
-    if not all(isinstance(annotation, dict) for annotation in annotations):
-        problems.append(f"{where}: an annotation must be an object")
-        return None, None
-    live = [a for a in annotations if not (a.get("was_cancelled") or a.get("skipped"))]
-    if not live:
-        return None, "skipped in Label Studio (cancelled)" if annotations else "no annotation yet"
-    return live, None
-
-
-def _label_studio_choice(task: dict[str, Any], where: str, problems: list[str]) -> tuple[str | None, str | None]:
-    """The single choice of a task of Label Studio's JSON export; else ``None`` and why the task is skipped (or
-    ``None, None`` after a problem). Cancelled annotations (skipped in Label Studio) do not count; the others
-    must agree."""
-    chosen = set()
-    live, why = _live_annotations(task, where, problems)
-    if live is None:
-        return None, why
-    for annotation in live:
-        results = annotation.get("result") or []
-        if not isinstance(results, list):
-            problems.append(f"{where}: an annotation's 'result' must be a list")
-            return None, None
-        for result in results:
-            value = result.get("value") if isinstance(result, dict) else None
-            choices = value.get("choices") if isinstance(value, dict) else None
-            if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], str):
-                problems.append(f"{where}: an annotation result is not a single choice")
-                return None, None
-            chosen.add(choices[0])
-    if len(chosen) > 1:
-        problems.append(f"{where}: its annotations disagree ({', '.join(sorted(chosen))}); resolve them first")
-        return None, None
-    if not chosen:
-        return None, "annotated without a choice"
-    return chosen.pop(), None
-
-
-def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow], list[str]]:
+def _parse_json(text: str, problems: list[str], schema: AnnotationSchema | None = None,
+                setup: LabelStudioSetup | None = None) -> tuple[str, list[LabelRow], list[str]]:
     """The format (``json``, ``labelstudio`` or ``labelstudio-min``), rows and skipped tasks of the JSON
-    ``text``."""
+    ``text``; the tasks of a Label Studio export are read by :func:`~learnloss.project.labelstudio_reader.read_task`
+    (the webhook's reader), their image URLs checked against ``setup``."""
     document = _load_json(text, problems)
     if problems:
         return "json", [], []
@@ -449,13 +420,9 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow], li
             problems.append(f"{where}: expected an object, got {type(entry).__name__}")
             continue
         if studio:
-            data: dict[str, Any] = entry["data"] if isinstance(entry.get("data"), dict) else {}
-            label, why = _label_studio_choice(entry, where, problems)
-            if why is not None:
-                skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: {why}")
-            if label is not None:
-                row = _row(where, data.get("learnloss_id"), data.get("path"), label, problems)
-                rows.extend([row] if row else [])
+            reading = read_task(entry.get("data"), entry.get("annotations"), schema, setup, where, problems)
+            rows.extend([reading.row] if reading.row else [])
+            skipped.extend([reading.skipped] if reading.skipped else [])
         elif minimal:
             studio_entry = _studio_entry(where, entry, problems, cell=False)
             entries.extend([studio_entry] if studio_entry else [])
@@ -469,7 +436,7 @@ def _parse_json(text: str, problems: list[str]) -> tuple[str, list[LabelRow], li
         if not any(isinstance(entry, dict) and _CONTROL in entry for entry in document):
             _check_control({key for entry in document if isinstance(entry, dict) for key in entry}, "entries",
                            problems)
-        rows, skipped = _studio_rows(entries, problems)
+        rows, skipped = _studio_rows(entries, problems, setup)
         return "labelstudio-min", rows, skipped
     return ("labelstudio" if studio else "json"), rows, skipped
 
@@ -487,12 +454,12 @@ def _load_json(text: str, problems: list[str]) -> Any:
     return None
 
 
-def _studio_targets(document: list[Any], schema: AnnotationSchema, problems: list[str]
-                    ) -> tuple[list[LabelRow], list[str]]:
+def _studio_targets(document: list[Any], schema: AnnotationSchema, setup: LabelStudioSetup | None,
+                    problems: list[str]) -> tuple[list[LabelRow], list[str]]:
     """The boxes or keypoints of Label Studio's JSON export: per task, the target of its annotations that were not
-    cancelled (several must agree). A task without a live annotation is skipped; so is, in a keypoints project, an
-    annotation without any keypoint. In a detection project an annotation without a box labels its image as holding
-    no object."""
+    cancelled (several must agree), read by :func:`~learnloss.project.labelstudio_reader.read_task` (the webhook's
+    reader). A task without a live annotation is skipped; so is, in a keypoints project, an annotation without any
+    keypoint. In a detection project an annotation without a box labels its image as holding no object."""
     rows: list[LabelRow] = []
     skipped: list[str] = []
     for number, task in enumerate(document, start=1):
@@ -500,31 +467,9 @@ def _studio_targets(document: list[Any], schema: AnnotationSchema, problems: lis
         if not isinstance(task, dict):
             problems.append(f"{where}: expected an object, got {type(task).__name__}")
             continue
-        data: dict[str, Any] = task["data"] if isinstance(task.get("data"), dict) else {}
-        live, why = _live_annotations(task, where, problems)
-        if live is None:
-            if why is not None:
-                skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: {why}")
-            continue
-        targets = []
-        for annotation in live:
-            results = annotation.get("result") or []
-            if not isinstance(results, list):
-                problems.append(f"{where}: an annotation's 'result' must be a list")
-                break
-            targets.append(schema.from_label_studio(results, where, problems))
-        if len(targets) != len(live) or any(target is None for target in targets):
-            continue
-        if any(not schema.same(target, targets[0]) for target in targets[1:]):
-            problems.append(f"{where}: its {len(live)} annotations differ ({', '.join(map(schema.describe, targets))});"
-                            " keep one (delete or cancel the others in Label Studio) and export again")
-            continue
-        if schema.task == "keypoints" and not targets[0]["keypoints"]:
-            skipped.append(f"{_named(where, data.get('learnloss_id'), data.get('path'))}: annotated without any "
-                           "keypoint")
-            continue
-        row = _target_row(where, data.get("learnloss_id"), data.get("path"), targets[0], schema, problems)
-        rows.extend([row] if row else [])
+        reading = read_task(task.get("data"), task.get("annotations"), schema, setup, where, problems)
+        rows.extend([reading.row] if reading.row else [])
+        skipped.extend([reading.skipped] if reading.skipped else [])
     return rows, skipped
 
 
@@ -535,45 +480,26 @@ def _coco_targets(document: dict[str, Any], schema: AnnotationSchema, problems: 
     without annotations is skipped and listed — tools export every image of a task, annotated or not — unless it
     says ``"no_objects": true`` (as ``learnloss export --format coco`` writes for an image labeled as holding no
     object), which labels it so in a detection project."""
-    images, annotations, categories = (document.get(key) for key in ("images", "annotations", "categories"))
-    if not all(isinstance(part, list) for part in (images, annotations, categories)):
-        problems.append("a COCO file needs 'images', 'annotations' and 'categories' lists")
+    try:
+        coco = read_coco(document)  # the one COCO reader, the --dataset coco loader's too
+    except DatasetFormatError as error:
+        problems.append(str(error))
         return [], []
-    assert isinstance(images, list) and isinstance(annotations, list) and isinstance(categories, list)
-    by_category = {c.get("id"): c for c in categories if isinstance(c, dict)}
-    by_image: dict[Any, list[dict[str, Any]]] = {}
-    for number, annotation in enumerate(annotations, start=1):
-        if not isinstance(annotation, dict) or "image_id" not in annotation:
-            problems.append(f"annotation {number}: expected an object with an 'image_id'")
-            continue
-        by_image.setdefault(annotation["image_id"], []).append(annotation)
-    known = {image.get("id") for image in images if isinstance(image, dict)}
-    orphans = sorted(str(image_id) for image_id in by_image if image_id not in known)
-    if orphans:
-        problems.append(f"annotations name image ids that 'images' does not list: {', '.join(orphans[:10])}")
+    by_category = {c.id: {"id": c.id, "name": c.name, "keypoints": list(c.keypoints)} for c in coco.categories}
+    by_image: dict[int, list[CocoAnnotation]] = {}
+    for annotation in coco.annotations:
+        by_image.setdefault(annotation.image_id, []).append(annotation)
     rows: list[LabelRow] = []
     skipped: list[str] = []
-    for number, image in enumerate(images, start=1):
-        where = f"image {number}"
-        if not isinstance(image, dict):
-            problems.append(f"{where}: expected an object, got {type(image).__name__}")
-            continue
-        name = image.get("file_name")
-        where = f"image {image.get('id')} ({name})" if isinstance(name, str) else where
-        width, height = image.get("width"), image.get("height")
-        if not isinstance(name, str) or not name.strip():
-            problems.append(f"{where}: needs a 'file_name', the item's path under the data root")
-            continue
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in (width, height)):
-            problems.append(f"{where}: needs its 'width' and 'height' in pixels")
-            continue
-        assert isinstance(width, (int, float)) and isinstance(height, (int, float))
-        own = by_image.get(image.get("id"), [])
-        crowd = [a for a in own if a.get("iscrowd")]
+    for image in coco.images:
+        name, width, height = image.file_name, image.width, image.height
+        where = f"image {image.id} ({name})"
+        own_annotations = by_image.get(image.id, [])
+        crowd = [a for a in own_annotations if a.crowd]
         if crowd:
             skipped.append(f"{where}: {len(crowd)} crowd annotation(s) left out")
-        own = [a for a in own if not a.get("iscrowd")]
-        if not own and not (schema.task == "detection" and image.get("no_objects") is True):
+        own = [a.raw for a in own_annotations if not a.crowd]
+        if not own and not (schema.task == "detection" and image.raw.get("no_objects") is True):
             skipped.append(f"{where}: no annotation, left unlabeled" + (
                 " (an image holding no object says \"no_objects\": true)" if schema.task == "detection" else ""))
             continue
@@ -588,8 +514,8 @@ def _coco_targets(document: dict[str, Any], schema: AnnotationSchema, problems: 
     return rows, skipped
 
 
-def _parse_targets(text: str, suffix: str, schema: AnnotationSchema, problems: list[str]
-                   ) -> tuple[str, list[LabelRow], list[str]]:
+def _parse_targets(text: str, suffix: str, schema: AnnotationSchema, problems: list[str],
+                   setup: LabelStudioSetup | None = None) -> tuple[str, list[LabelRow], list[str]]:
     """The format (``labelstudio`` or ``coco``), rows and skipped tasks or images of a detection or keypoints
     project's label file."""
     hint = "export the Label Studio project as JSON, or give COCO JSON"
@@ -600,13 +526,13 @@ def _parse_targets(text: str, suffix: str, schema: AnnotationSchema, problems: l
     document = _load_json(text, problems)
     if problems:
         return "json", [], []
-    if isinstance(document, dict) and "images" in document and "annotations" in document:
+    if is_coco(document):
         rows, skipped = _coco_targets(document, schema, problems)
         if not rows and not skipped and not problems:
             problems.append("the file holds no labels")
         return "coco", rows, skipped
     if isinstance(document, list) and any(isinstance(entry, dict) and "annotations" in entry for entry in document):
-        rows, skipped = _studio_targets(document, schema, problems)
+        rows, skipped = _studio_targets(document, schema, setup, problems)
         return "labelstudio", rows, skipped
     if isinstance(document, list) and any(isinstance(entry, dict) and "annotation_id" in entry for entry in document):
         problems.append(f"this is Label Studio's JSON-MIN export, which drops what a {schema.task} project needs; "
@@ -617,10 +543,12 @@ def _parse_targets(text: str, suffix: str, schema: AnnotationSchema, problems: l
     return "json", [], []
 
 
-def parse_label_file(path: Path, schema: AnnotationSchema | None = None) -> LabelFile:
+def parse_label_file(path: Path, schema: AnnotationSchema | None = None, setup: LabelStudioSetup | None = None
+                     ) -> LabelFile:
     """Read ``path``: its format (see the module docstring), its rows, its SHA-256, the problems found in the file
     itself (not yet checked against a project) and the Label Studio tasks it leaves out, each with where and why.
-    A detection or keypoints ``schema`` reads boxes or keypoints (Label Studio's JSON export or COCO JSON)."""
+    A detection or keypoints ``schema`` reads boxes or keypoints (Label Studio's JSON export or COCO JSON); the
+    image URLs of Label Studio tasks are checked against the project's ``setup`` (when given)."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -636,15 +564,15 @@ def parse_label_file(path: Path, schema: AnnotationSchema | None = None) -> Labe
         return LabelFile("unknown", [], digest, problems, [])
     suffix = path.suffix.lower()
     if schema is not None and not schema.classes:
-        fmt, rows, skipped = _parse_targets(text, suffix, schema, problems)
+        fmt, rows, skipped = _parse_targets(text, suffix, schema, problems, setup)
         return LabelFile(fmt, rows, digest, problems, skipped)
     if suffix == ".csv":
-        fmt, rows, skipped = _parse_csv(text, problems)
+        fmt, rows, skipped = _parse_csv(text, problems, setup)
         if not rows and not skipped and not problems:
             problems.append("the file holds no labels")
         return LabelFile(fmt, rows, digest, problems, skipped)
     if suffix == ".json":
-        fmt, rows, skipped = _parse_json(text, problems)
+        fmt, rows, skipped = _parse_json(text, problems, schema, setup)
         return LabelFile(fmt, rows, digest, problems, skipped)
     raise UsageError(f"{path}: unknown label file type {suffix or '(none)'}; use .csv or .json")
 
@@ -669,7 +597,9 @@ def import_labels(store: ProjectStore, path: str | Path, relabel: bool = False, 
         StoreBusyError: another process kept the project busy beyond the store's timeout.
     """
     path = Path(path)
-    fmt, rows, digest, problems, skipped = parse_label_file(path, store.annotation_schema())
+    root = store.meta("data_root")
+    setup = LabelStudioSetup.from_meta(root, store.meta("label_studio")) if isinstance(root, str) else None
+    fmt, rows, digest, problems, skipped = parse_label_file(path, store.annotation_schema(), setup)
     return apply_label_rows(store, rows, path, digest, fmt, relabel=relabel, problems=problems, skipped=skipped,
                             image_size=image_size)
 
@@ -700,7 +630,10 @@ def apply_label_rows(
     :func:`import_labels`, for labels that come from elsewhere than a file (Label Studio's webhook). ``path`` (its
     name) and ``digest`` are recorded as the labels' source, ``fmt`` as ``import:<fmt>``; ``problems`` already
     found refuse the rows too; ``skipped`` is passed on to the summary. Rows with a target (boxes, keypoints) need
-    a project of that task; rows with a pixel ``size`` are checked with ``image_size``.
+    a project of that task; rows with a pixel ``size`` are checked with ``image_size``. A row from a Label Studio
+    annotation older than the one that set the stored label (:attr:`LabelRow.annotated_at`) is skipped ("older
+    than the stored label"), never applied; one that confirms the stored label records its newer time. A row naming
+    a retired item says so, and how to label the image again.
 
     Raises:
         LabelFileError: ``problems`` or the rows' own (all are listed); nothing was written.
@@ -722,11 +655,21 @@ def apply_label_rows(
         classes = set(stored_classes)
         current = store.current_labels(db)
         queried = store.queried_provenance(db)
+        annotated = store.label_annotations(db)
+        retired = {item_id: (source, at, reason) for item_id, source, at, reason in store.retired_items(db)}
+        retired_paths = {nfc(source): item_id for item_id, (source, _, _) in retired.items()}
         seen: dict[int, str] = {}
         new: list[LabelRecord] = []
+        notes: list[tuple[int, str | None, str]] = []
+        skipped = list(skipped)
         relabels = unchanged = 0
         for row in rows:
             item_id = row.item_id
+            gone = item_id if item_id in retired else retired_paths.get(row.path or "") if item_id is None else None
+            if gone is not None:
+                source, at, reason = retired[gone]
+                problems.append(_retired_problem(row.where, gone, source, at, reason))
+                continue
             if item_id is not None and item_id not in by_id:
                 problems.append(f"{row.where}: unknown id {item_id}: not an item of this project")
                 continue
@@ -765,8 +708,17 @@ def apply_label_rows(
                     continue
                 said = repr(label)
             stored = current.get(item_id)
+            before = annotated.get(item_id)
             if stored is not None and (stored == label if target is None else schema.same(stored, target)):
                 unchanged += 1
+                if row.annotated_at is not None and (before is None or before[1] < row.annotated_at):
+                    notes.append((item_id, row.annotation, row.annotated_at))
+                continue
+            if stored is not None and before is not None and row.annotated_at is not None \
+                    and row.annotated_at < before[1]:
+                skipped.append(f"{row.where}: older than the stored label (annotation {shown(row.annotation)} of "
+                               f"{row.annotated_at}; the label of item {item_id} is from annotation "
+                               f"{shown(before[0])} of {before[1]})")
                 continue
             if stored is not None and not relabel:
                 was = repr(stored) if target is None else f"with {schema.describe(stored)}"
@@ -776,10 +728,22 @@ def apply_label_rows(
                 continue
             relabels += stored is not None
             cycle, strategy, score, rank = queried.get(item_id, (None, None, None, None))
-            new.append(LabelRecord(item_id, label, f"import:{fmt}", cycle, strategy, score, rank, target))
+            new.append(LabelRecord(item_id, label, f"import:{fmt}", cycle, strategy, score, rank, target,
+                                   row.annotation, row.annotated_at))
         if problems:
             raise LabelFileError(path, problems)
         if new:
             import_id = store.add_import(db, path.name, digest, fmt, len(rows))
             store.add_labels(db, new, import_id=import_id)
+        for item_id, annotation, at in notes:
+            store.note_annotation(db, item_id, annotation, at)
     return ImportSummary(path.name, len(new) - relabels, relabels, unchanged, tuple(skipped))
+
+
+def _retired_problem(where: str, item_id: int, source: str, at: str, reason: str) -> str:
+    """Why a label for the retired item ``item_id`` is refused, and how to label its image again."""
+    why = f": {shown(reason, 80)}" if reason else ""
+    return (f"{where}: item {item_id} ({shown(source, 80)!r}) is retired (removed from this project at {at}{why}); "
+            "its labels and history are kept, but a retired item is not labeled, trained on or queried. To label "
+            "the image again, copy it under a new name inside the data root and register it with learnloss add "
+            "PROJECT --images FOLDER")

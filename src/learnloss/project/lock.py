@@ -4,6 +4,12 @@
 operation that must not run twice at once (training and querying, removing items, repairs). The operating system
 releases it when the process dies, so a killed process never leaves a project locked. A process that waits past its
 timeout gets a :class:`~learnloss.project.database.StoreBusyError` that names the holder when it is known to be alive.
+
+The lock file is opened relative to the project folder's descriptor and never through a symbolic link
+(:func:`learnloss.atomic.open_lock_file`): it is truncated and written in place, so a link or a hard link planted at
+``.lock`` is refused with one line saying to delete it, and nothing it leads to is touched. Holding the lock also
+checks that the folders learnloss writes into (:data:`FOLDERS`) are real folders, so an operation whose files would
+go through a link is refused before it trains or records anything.
 """
 
 from __future__ import annotations
@@ -12,16 +18,19 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from learnloss.atomic import check_folder, open_lock_file
 from learnloss.project.database import StoreBusyError, one_line
 
-__all__ = ["LOCK_FILENAME", "project_lock"]
+__all__ = ["FOLDERS", "LOCK_FILENAME", "project_lock"]
 
 #: The lock file in a project folder.
 LOCK_FILENAME = ".lock"
+#: The folders of a project or run folder that learnloss writes into: each must be a real folder (or absent).
+FOLDERS = ("checkpoints", "exports")
 
 _PID = re.compile(r"\(pid (\d+)\)")
 
@@ -55,18 +64,22 @@ def _holder(text: str) -> str:
 
 
 @contextmanager
-def project_lock(project: str | Path, what: str, timeout: float = 30.0) -> Iterator[None]:
+def project_lock(project: str | Path, what: str, timeout: float = 30.0,
+                 folders: Sequence[str] = FOLDERS) -> Iterator[None]:
     """Hold the lock of the project folder ``project`` (the file ``.lock`` in it) for a long operation that must
     not run twice at once (training and querying, removing items, repairs); waits up to ``timeout`` seconds. The
     operating system releases the lock when the process dies, so a killed process never leaves the project
-    locked. ``what`` names the operation in the message another process gets.
+    locked. ``what`` names the operation in the message another process gets. Once held, each of ``folders``
+    (the project's :data:`FOLDERS` by default) must be a real folder or absent.
 
     Raises:
         StoreBusyError: another process held the lock for the whole timeout; the message names it when it is
             known to be alive.
+        LinkRefusedError: ``.lock`` is a symbolic link, a hard link or not a regular file, or one of ``folders`` is
+            a symbolic link or not a folder (nothing is written).
     """
     folder = Path(project)
-    with open(folder / LOCK_FILENAME, "a+") as handle:
+    with open(open_lock_file(folder, LOCK_FILENAME), "r+", encoding="utf-8", errors="replace") as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -81,6 +94,8 @@ def project_lock(project: str | Path, what: str, timeout: float = 30.0) -> Itera
                     ) from None
                 time.sleep(0.1)
         try:
+            for name in folders:
+                check_folder(folder, name)
             handle.seek(0)
             handle.truncate()
             handle.write(f"learnloss {what} (pid {os.getpid()})")

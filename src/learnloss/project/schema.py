@@ -130,5 +130,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE queries_v3 RENAME TO queries;
     CREATE INDEX queries_open ON queries(status);
     """,
+    # v4: a label from Label Studio records the annotation that gave it (labels.annotation_id) and that annotation's
+    # time (labels.annotated_at: its updated_at, else its created_at, ISO 8601 in UTC), so that an older annotation
+    # delivered later never replaces it (learnloss.project.labelstudio_reader). NULL for every other label.
+    """
+    ALTER TABLE labels ADD COLUMN annotation_id TEXT;
+    ALTER TABLE labels ADD COLUMN annotated_at TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

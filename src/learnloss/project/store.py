@@ -57,6 +57,7 @@ from learnloss.project.database import (
     StoreIOError,
     StoreKindError,
     StoreReadOnlyError,
+    StoreTextError,
     Where,
     busy_error,
     check_file,
@@ -90,6 +91,7 @@ __all__ = [
     "StoreInspection",
     "StoreKindError",
     "StoreReadOnlyError",
+    "StoreTextError",
     "backup",
     "inspect_store",
     "project_lock",
@@ -104,7 +106,9 @@ def now() -> str:
 @dataclass(frozen=True)
 class LabelRecord:
     """A label to store, with its provenance: a class name (``label``) or, for tasks whose targets are not
-    classes, a JSON-ready ``target`` (with ``label`` None)."""
+    classes, a JSON-ready ``target`` (with ``label`` None); a label from Label Studio also names the ``annotation``
+    that gave it and that annotation's time ``annotated_at`` (ISO 8601 in UTC;
+    :func:`~learnloss.project.labelstudio_reader.annotation_time`)."""
 
     item_id: int
     label: str | None
@@ -114,6 +118,8 @@ class LabelRecord:
     score: float | None = None
     rank: int | None = None
     target: Any = None
+    annotation: str | None = None
+    annotated_at: str | None = None
 
 
 def _kind_error(project: Path, stored: str, wanted: str) -> StoreKindError:
@@ -446,15 +452,33 @@ class ProjectStore:
                 db.execute("UPDATE labels SET current = 0 WHERE id = ?", (old[0],))
             cursor = db.execute(
                 "INSERT INTO labels(item_id, class_id, cycle, strategy, score, rank, source, import_id, created_at, "
-                "target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "target, annotation_id, annotated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.item_id, None if record.label is None else class_ids[record.label], record.cycle,
                  record.strategy, record.score, record.rank, record.source, import_id, created,
-                 None if record.target is None else dumps(record.target)),
+                 None if record.target is None else dumps(record.target), record.annotation, record.annotated_at),
             )
             if old is not None:
                 db.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", (cursor.lastrowid, old[0]))
             db.execute("UPDATE queries SET status = 'labeled' WHERE item_id = ? AND status = 'open'",
                        (record.item_id,))
+
+    def last_label_id(self) -> int:
+        """The id of the latest label stored (0 for none): it grows with every label added or relabeled, so a
+        change means labels arrived."""
+        return int(self.db.execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0])
+
+    def label_annotations(self, db: sqlite3.Connection | None = None) -> dict[int, tuple[str | None, str]]:
+        """``item id -> (annotation id, annotation time)`` of every current label that a Label Studio annotation of
+        known time gave (or confirmed since: :meth:`note_annotation`), retired items' included."""
+        return {item_id: (annotation, at) for item_id, annotation, at in (db or self.db).execute(
+            "SELECT item_id, annotation_id, annotated_at FROM labels WHERE current = 1 AND annotated_at IS NOT NULL")}
+
+    def note_annotation(self, db: sqlite3.Connection, item_id: int, annotation: str | None, at: str) -> None:
+        """Record, inside the caller's transaction, that the Label Studio annotation ``annotation`` of time ``at``
+        gave ``item_id`` its current label again (the label is unchanged): a later but older annotation must not
+        replace it either. Only a newer time is recorded."""
+        db.execute("UPDATE labels SET annotation_id = ?, annotated_at = ? WHERE item_id = ? AND current = 1 "
+                   "AND (annotated_at IS NULL OR annotated_at < ?)", (annotation, at, item_id, at))
 
     def label_history(self) -> list[dict[str, Any]]:
         """Every label ever stored (retired items' included), oldest first, with its provenance and whether it is
@@ -546,15 +570,21 @@ class ProjectStore:
     def add_trained_cycle(
         self, db: sqlite3.Connection, cycle: int, config: dict[str, Any], metrics: dict[str, Any], fingerprint: str,
         checkpoint: str, sha256: str,
-    ) -> None:
+    ) -> list[str]:
         """Record a trained cycle and its (already durable) checkpoint, inside the caller's transaction; a cycle
-        trained before with other labels and never queried is replaced."""
+        trained before with other labels and never queried is replaced. Returns the replaced cycle's checkpoint path
+        (when it is another file), for the caller to delete once the transaction has committed, so that no
+        checkpoint is left that no cycle records."""
+        replaced = [row[0] for row in db.execute(
+            "SELECT checkpoint FROM cycles WHERE cycle = ? AND status = 'trained' AND checkpoint IS NOT NULL "
+            "AND checkpoint != ?", (cycle, checkpoint))]
         db.execute("DELETE FROM cycles WHERE cycle = ? AND status = 'trained'", (cycle,))
         db.execute(
             "INSERT INTO cycles(cycle, status, config, metrics, label_fingerprint, checkpoint, checkpoint_sha256, "
             "created_at) VALUES (?, 'trained', ?, ?, ?, ?, ?, ?)",
             (cycle, dumps(config), dumps(metrics), fingerprint, checkpoint, sha256, now()),
         )
+        return replaced
 
     def add_queries(
         self, db: sqlite3.Connection, cycle: int, strategy: str,

@@ -1,7 +1,9 @@
 """Learning-curve figures (PNG) of one run and of several strategies.
 
 Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global backend change)
-and written atomically: to a temporary file in the target directory, then :func:`os.replace`.
+and written atomically (:func:`learnloss.atomic.atomic_write`): to a temporary file in the target directory, then
+a rename; given the run folder as ``root``, no folder below it is followed through a symbolic link, and a link at the
+file's name is replaced, never written through.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ __all__ = ["plot_comparison", "plot_learning_curve"]
 _DPI = 120
 
 
-def _save_png_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Render ``fig`` to ``path`` as PNG atomically (:func:`learnloss.atomic.atomic_write`)."""
-    with atomic_write(path, binary=True) as handle:
+def _save_png_atomic(fig: Figure, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> None:
+    """Render ``fig`` to ``path`` (below the folder ``root``, default its own folder) as PNG atomically
+    (:func:`learnloss.atomic.atomic_write`)."""
+    with atomic_write(path, binary=True, root=root) as handle:
         fig.savefig(handle, format="png", dpi=_DPI)
 
 
@@ -59,9 +62,11 @@ def _run_aubc(results: Mapping[str, Any]) -> float:
     return aubc([c["n_labeled"] for c in cycles], values.tolist())
 
 
-def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str],
+                        root: str | os.PathLike[str] | None = None) -> None:
     """Plot the run's primary metric (:func:`learnloss.reports.results.primary_metric`: test accuracy for
-    classification, R² for regression) against the number of labelled samples and save it as PNG at ``path``.
+    classification, R² for regression) against the number of labelled samples and save it as PNG at ``path``
+    (below the folder ``root``, default its own folder: :func:`learnloss.atomic.atomic_write`).
 
     The title names the strategy, dataset and AUBC (Zhan et al. 2021). When the run recorded the ranking
     accuracy of the loss prediction module (Yoo & Kweon, CVPR 2019) a second panel shows it, together with
@@ -104,7 +109,7 @@ def plot_learning_curve(results: dict[str, Any], path: str | os.PathLike[str]) -
     else:
         ax_acc.set_xlabel("labelled samples")
     fig.tight_layout()
-    _save_png_atomic(fig, path)
+    _save_png_atomic(fig, path, root)
 
 
 def _mean_curve(runs: list[dict[str, Any]], key: str = "test_accuracy") -> tuple[npt.NDArray[np.float64], ...]:
@@ -131,7 +136,8 @@ PLOTTED_METRICS = {
 
 
 def plot_comparison(
-    groups: Mapping[str, list[dict[str, Any]]], path: str | os.PathLike[str], metric: str | None = None
+    groups: Mapping[str, list[dict[str, Any]]], path: str | os.PathLike[str], metric: str | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> None:
     """Overlay one per-cycle metric of several strategies and save the figure as PNG at ``path``.
 
@@ -187,4 +193,4 @@ def plot_comparison(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right" if metric == primary else "best", fontsize="small")
     fig.tight_layout()
-    _save_png_atomic(fig, path)
+    _save_png_atomic(fig, path, root)

@@ -53,6 +53,7 @@ __all__ = [
     "load_results",
     "metric_label",
     "primary_metric",
+    "read_results_document",
     "resolve_results_path",
     "validate_results",
     "write_json_atomic",
@@ -104,9 +105,15 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_json(path, obj)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`learnloss.atomic.atomic_write`)."""
-    with atomic_write(path) as handle:
+def write_text_atomic(path: str | os.PathLike[str], text: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`learnloss.atomic.atomic_write`): below the folder
+    ``root`` (default: its own folder) nothing is followed through a symbolic link, and a link at the file's name is
+    replaced, never written through.
+
+    Raises:
+        LinkRefusedError: a folder between ``root`` and ``path`` is a symbolic link.
+    """
+    with atomic_write(path, root=root) as handle:
         handle.write(text)
 
 
@@ -268,18 +275,35 @@ def load_results(path_or_dir: str | os.PathLike[str]) -> dict[str, Any]:
             file and the field.
     """
     path = resolve_results_path(path_or_dir)
+    return validate_results(read_results_document(path), path)
+
+
+def read_results_document(path: Path) -> Any:
+    """The JSON document of the results file ``path``, not yet validated: the one reader of ``results.json``
+    (``compare``, ``evaluate``, ``bench``). Whatever the file holds is refused with one line naming it — nesting
+    deeper than Python's parser recurses (:class:`RecursionError`) and integers of more digits than Python converts
+    (``sys.get_int_max_str_digits``, a :class:`ValueError`) as well as malformed JSON and bytes that are not UTF-8.
+
+    Raises:
+        ResultsFormatError: the file is not UTF-8 or not JSON a results file can be.
+        OSError: the file cannot be read.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ResultsFormatError(f"{path}: not UTF-8 text ({exc}); is this really a results.json?") from exc
+        raise ResultsFormatError(f"{path}: not UTF-8 text ({exc}); is this really a results.json?") from None
     try:
-        results = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultsFormatError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; the file may be "
             "truncated or edited by hand -- re-run or repair it"
-        ) from exc
-    return validate_results(results, path)
+        ) from None
+    except RecursionError:
+        raise ResultsFormatError(f"{path}: its JSON is nested too deeply to be a results file (edited or crafted); "
+                                 "re-run or repair it") from None
+    except ValueError as exc:  # an integer of more digits than int() converts
+        raise ResultsFormatError(f"{path}: not a results file ({exc}); re-run or repair it") from None
 
 
 # --------------------------------------------------------------------------------------------- environment

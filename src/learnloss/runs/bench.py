@@ -4,7 +4,9 @@ Runs go to ``OUT/<arm>/seed-<seed>/results.json``. A run whose ``results.json`` 
 same settings is skipped, so an interrupted benchmark resumes where it stopped: every run is journaled in a
 project store in its folder (:mod:`learnloss.runs.journal`), so a run killed mid-way continues after its
 last completed step, and ``results.json`` is written atomically at its end. A run folder made with other
-settings is never overwritten: the benchmark stops and names the settings that differ.
+settings is never overwritten: the benchmark stops and names the settings that differ. ``OUT`` is the root of
+every write (:func:`learnloss.atomic.atomic_write`): a run folder, or the arm's folder above it, that is a symbolic
+link is refused before the run starts, so nothing outside ``OUT`` is written.
 
 Within a seed every arm starts from the same initial labeled set and the same initial weights (the loop draws
 both from the seed alone), so differences between arms are paired; the report checks this from the recorded
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from learnloss.atomic import make_folder
 from learnloss.errors import UsageError
 from learnloss.jsonio import write_json
 from learnloss.project.database import DB_FILENAME
@@ -147,14 +150,15 @@ def run_bench(
     say(f"benchmark {protocol}: {len(plan)} runs, {len(plan) - len(todo)} already done")
     for number, run in enumerate(todo, 1):
         say(f"[{number}/{len(todo)}] {run.arm.label}, seed {run.seed}")
+        out.mkdir(parents=True, exist_ok=True)  # OUT itself is the user's to name (a link to it is followed)
+        make_folder(out, run.folder)  # real folders below OUT, never a link to elsewhere
         resume = (run.folder / DB_FILENAME).exists()  # a run killed mid-way continues after its last step
         results = run_experiment(run.spec, progress=progress, out=run.folder, resume=resume,
                                  log=lambda line: say(f"    {line}"), require_test=True)
         results["config"]["arm"] = run.arm.label
         results["bench"] = {"protocol": protocol, "settings": run.spec.to_dict()}
-        run.folder.mkdir(parents=True, exist_ok=True)
-        plot_learning_curve(results, run.folder / "learning_curve.png")
-        write_json(run.folder / RESULTS_FILENAME, results)  # last: its presence marks the run done
+        plot_learning_curve(results, run.folder / "learning_curve.png", root=out)
+        write_json(run.folder / RESULTS_FILENAME, results, root=out)  # last: its presence marks the run done
         primary = results["primary_metric"]
         final = results["cycles"][-1][primary]
         say(f"    AUBC {_number(results['aubc'])}, final {primary.replace('_', ' ')} {_number(final)}, "

@@ -38,6 +38,7 @@ from learnloss.project.checkpoint import CheckpointError
 from learnloss.project.exports import read_table, unescape_cell, write_csv
 from learnloss.project.paths import UnsafePathError, resolve_inside, safe_relative
 from learnloss.project.store import DB_FILENAME, ProjectStore
+from learnloss.reports.results import RESULTS_FILENAME, read_results_document
 from learnloss.runs.builder import build_loop
 from learnloss.runs.journal import read_checkpoint
 from learnloss.runs.spec import RunSpec
@@ -111,10 +112,10 @@ def _kind(store: ProjectStore) -> str:
 
 def _results_config(folder: Path) -> dict[str, Any]:
     """``results.json``'s ``config`` (where the run found its data), or an empty dict when there is none."""
-    try:
-        document = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    path = folder / RESULTS_FILENAME
+    if not path.is_file():
         return {}
+    document = read_results_document(path)  # hostile content is refused with one line naming the file
     config = document.get("config") if isinstance(document, dict) else None
     return config if isinstance(config, dict) else {}
 
@@ -234,7 +235,8 @@ def _read(paths: Sequence[Path], dataset: Dataset, why: str) -> torch.Tensor:
 
 
 def _class_folders(root: Path) -> list[tuple[Path, str]]:
-    """``(image, class)`` of a class-per-folder tree ``root/<class>/…``."""
+    """``(image, class)`` of a class-per-folder tree ``root/<class>/…``: the images of ``root`` as ``init`` lists
+    them (:func:`~learnloss.data.images.list_images`, which refuses a symbolic link leading out of ``root``)."""
     if not root.is_dir():
         raise UsageError(f"--images {root} is not a folder")
     images = list_images(root)
@@ -379,10 +381,14 @@ def predict_images(
     classification, the predicted values otherwise), ``confidence`` and ``predicted_loss`` (the LPM's score;
     empty / null when the run has no LPM). CSV cells a spreadsheet would run as formulas are escaped; JSON is
     written by :mod:`learnloss.jsonio` (non-finite numbers are null). Nothing under ``images`` is written.
+    ``out`` is a file the user named, outside any project: it is replaced atomically in its own folder
+    (:func:`learnloss.atomic.atomic_write` with that folder as the root), so a symbolic link at its name is replaced
+    by the file, never written through.
 
     Raises:
         UsageError: ``out`` is not ``.csv``/``.json`` or lies under ``images``; ``images`` is not a folder or
-            holds no images; the run's data are not images; as :func:`load_trained`.
+            holds no images, or a symbolic link in it leads outside it (as ``init`` refuses); the run's data are
+            not images; as :func:`load_trained`.
         CheckpointError: as :func:`load_trained`.
     """
     root, out = Path(images), Path(out)

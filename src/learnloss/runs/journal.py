@@ -394,16 +394,52 @@ class SimulationJournal(_Journal):
                 remove_in_folder(folder, name)
 
     def _fill_pool(self, loop: ActiveLearningLoop) -> None:
-        """Put every stored label into the pool, cycle by cycle."""
+        """Put every stored label into the pool, cycle by cycle, after checking each against the dataset's own
+        target: a simulation knows its ground truth, so a stored label that differs (an edited store, or data
+        that changed under the same fingerprint) is refused, naming the item, rather than trained on."""
         labeled = self.store.labeled_items()
         index = {name: i for i, name in enumerate(self.classes)}
+        batches: list[tuple[int, list[int], torch.Tensor]] = []
         try:
             for cycle in sorted({row[3] or 0 for row in labeled}):
                 rows = [row for row in labeled if (row[3] or 0) == cycle]
-                values = [index[row[2]] if self.classes else row[2] for row in rows]
-                loop.pool.add_labels([int(row[1]) for row in rows], torch.as_tensor(values), cycle)
+                values = torch.as_tensor([index[row[2]] if self.classes else row[2] for row in rows])
+                batches.append((cycle, [int(row[1]) for row in rows], values))
+        except (KeyError, TypeError, ValueError) as error:
+            raise self._damaged(f"its labels do not fit the pool: {error}") from None
+        for cycle, indices, values in batches:
+            self._check_truth(loop, indices, values)
+        try:
+            for cycle, indices, values in batches:
+                loop.pool.add_labels(indices, values, cycle)
         except (KeyError, TypeError, ValueError) as error:  # UsageError is a ValueError: the pool refused them
             raise self._damaged(f"its labels do not fit the pool: {error}") from None
+
+    def _check_truth(self, loop: ActiveLearningLoop, indices: list[int], values: torch.Tensor) -> None:
+        """Refuse stored labels that differ from the dataset's targets at their indices (classes exactly; boxes,
+        keypoints and other float targets to 1e-6, what their stored JSON keeps of a float32)."""
+        truth = loop.dataset.y_train
+        outside = [i for i in indices if not 0 <= i < len(truth)]
+        if outside:
+            raise self._damaged(f"its labels do not fit the pool: item {outside[0]} is not one of the dataset's "
+                                f"{len(truth)} training samples")
+        expected = torch.as_tensor(truth[torch.as_tensor(indices, dtype=torch.long)])
+        if values.shape != expected.shape:
+            raise self._damaged(f"its labels have shape {tuple(values.shape[1:])}, the dataset's targets "
+                                f"{tuple(expected.shape[1:])}")
+        if expected.dtype.is_floating_point or values.dtype.is_floating_point:
+            same = torch.isclose(values.double(), expected.double(), rtol=0, atol=1e-6, equal_nan=True)
+        else:
+            same = values == expected
+        same = same.reshape(len(indices), -1).all(1)
+        if bool(same.all()):
+            return
+        n = int(torch.nonzero(~same)[0, 0])
+        stored = self.classes[int(values[n])] if self.classes else values[n].tolist()
+        actual = self.classes[int(expected[n])] if self.classes else expected[n].tolist()
+        raise UsageError(f"{self.store.path}: the store disagrees with the dataset at item {indices[n]} (stored "
+                         f"{stored!r}, the dataset's target is {actual!r}); the store was edited or the data changed "
+                         "— restore the run folder from a backup, or run into another --out")
 
     def resume(self, loop: ActiveLearningLoop) -> ResumePoint | None:
         store = self.store
@@ -478,8 +514,11 @@ class LabelingJournal(_Journal):
         path = checkpoint_folder(self.store.project, create=True) / f"cycle-{result.cycle}-{self.fingerprint[:12]}.pt"
         digest = save_checkpoint(path, snapshot)  # durable before the store points at it
         with self.store.transaction() as db:
-            self.store.add_trained_cycle(db, result.cycle, self.spec.to_dict(), result.to_dict(), self.fingerprint,
-                                         path.relative_to(self.store.project).as_posix(), digest)
+            replaced = self.store.add_trained_cycle(db, result.cycle, self.spec.to_dict(), result.to_dict(),
+                                                    self.fingerprint, path.relative_to(self.store.project).as_posix(),
+                                                    digest)
+        for name in replaced:  # a cycle trained on other labels and never queried: its checkpoint goes with it
+            self._remove_checkpoint(name, keep=path.name)
 
     def queried(self, result: CycleResult, batch: QueryBatch, targets: torch.Tensor | None,
                 snapshot: dict[str, Any]) -> None:

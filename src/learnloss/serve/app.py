@@ -7,35 +7,24 @@ pool, never on the event loop.
 
 The server binds to 127.0.0.1 unless told otherwise, and bound to any other address it requires a token: every
 request must then carry ``Authorization: Bearer <token>`` (or ``Token <token>``, or HTTP basic auth with the token
-as password — what Label Studio's *Basic Auth* setting of a model connection sends). The token is compared in
-constant time.
+as password — what Label Studio's *Basic Auth* setting of a model connection sends). Which hosts a request may name,
+the token, the body's size, the tasks of a ``/predict`` and the requests processed at once are checked in one place,
+:mod:`learnloss.serve.limits` (:class:`~learnloss.serve.limits.ServeLimits`, applied by its
+:class:`~learnloss.serve.limits.RequestGuard` before any route runs).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from learnloss.errors import UsageError
 from learnloss.labeling.backend import BackendError, LabelStudioBackend
+from learnloss.serve.limits import RequestGuard, ServeLimits, is_loopback
 
-__all__ = ["check_binding", "create_app", "run_server"]
+__all__ = ["ServeLimits", "check_binding", "create_app", "run_server"]
 
 log = logging.getLogger("learnloss.serve")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_binding(host: str, token: str | None) -> None:
@@ -47,44 +36,21 @@ def check_binding(host: str, token: str | None) -> None:
     if token is not None and len(token) < 16:
         raise UsageError("the token must be at least 16 characters; make one with: python -c \"import secrets; "
                          "print(secrets.token_urlsafe(24))\"")
-    if not _loopback(host) and not token:
+    if not is_loopback(host) and not token:
         raise UsageError(f"--host {host} lets other machines reach the project's labels; set a token first "
                          "(LEARNLOSS_SERVE_TOKEN=... or --token), or bind to 127.0.0.1")
 
 
-def _presented(header: str | None) -> str | None:
-    """The token an ``Authorization`` header carries (bearer, token or basic with the token as password)."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    scheme, value = scheme.lower(), value.strip()
-    if scheme in ("bearer", "token"):
-        return value
-    if scheme == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2]
-    return None
-
-
-def create_app(backend: LabelStudioBackend, token: str | None = None) -> Any:
-    """The FastAPI application of ``backend``; with ``token``, every request must present it."""
+def create_app(backend: LabelStudioBackend, token: str | None = None, limits: ServeLimits | None = None) -> Any:
+    """The FastAPI application of ``backend`` behind its :class:`~learnloss.serve.limits.RequestGuard`: with
+    ``token``, every request must present it; ``limits`` (default: :class:`ServeLimits`'s defaults) bound hosts,
+    bodies, tasks and requests at once."""
     from fastapi import Body, FastAPI, Request
     from fastapi.responses import JSONResponse
 
+    bounds = limits if limits is not None else ServeLimits()
     app = FastAPI(title="learnloss ML backend", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        if token is not None:
-            presented = _presented(request.headers.get("authorization"))
-            if presented is None or not hmac.compare_digest(presented.encode(), token.encode()):
-                return JSONResponse({"error": "missing or wrong token: send Authorization: Bearer <token> (or basic "
-                                              "auth with the token as password)"}, status_code=401,
-                                    headers={"WWW-Authenticate": 'Bearer realm="learnloss"'})
-        return await call_next(request)
+    app.add_middleware(RequestGuard, limits=bounds, token=token)  # before any route runs, before a body is read
 
     @app.exception_handler(BackendError)
     async def refused(request: Request, error: BackendError) -> JSONResponse:
@@ -111,6 +77,7 @@ def create_app(backend: LabelStudioBackend, token: str | None = None) -> Any:
 
     @app.post("/predict")
     def predict(payload: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        bounds.check_tasks(payload.get("tasks"), "/predict")
         return backend.predict(payload)
 
     @app.post("/webhook")
@@ -129,9 +96,9 @@ def create_app(backend: LabelStudioBackend, token: str | None = None) -> Any:
 
 
 def run_server(backend: LabelStudioBackend, host: str = "127.0.0.1", port: int = 9090, token: str | None = None,
-               log_level: str = "info") -> None:
-    """Serve ``backend`` on ``host:port`` until interrupted (uvicorn, one process)."""
+               log_level: str = "info", limits: ServeLimits | None = None) -> None:
+    """Serve ``backend`` on ``host:port`` until interrupted (uvicorn, one process), within ``limits``."""
     import uvicorn
 
     check_binding(host, token)
-    uvicorn.run(create_app(backend, token), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(create_app(backend, token, limits), host=host, port=port, log_level=log_level, access_log=False)
