@@ -24,7 +24,6 @@ the kept scores and indices.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import warnings
 from collections import Counter
@@ -58,15 +57,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _provenance_module() -> Any:
+    """``benchmarks/gpu/provenance.py`` (the code version and the environment of every result), imported by path:
+    this folder holds scripts, not a package."""
+    folder = str(Path(__file__).resolve().parent / "gpu")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import provenance
+
+    return provenance
+
+
 def provenance(device: str) -> dict[str, Any]:
-    """The code version and the environment (``benchmarks/gpu/provenance.py``, loaded by path: this folder holds
-    scripts, not a package)."""
-    path = Path(__file__).resolve().parent / "gpu" / "provenance.py"
-    spec = importlib.util.spec_from_file_location("learnloss_benchmark_provenance", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.provenance(device)
+    """The code version and the environment (``benchmarks/gpu/provenance.py``)."""
+    return dict(_provenance_module().provenance(device))
 
 
 class SyntheticBatches:

@@ -43,7 +43,6 @@ from __future__ import annotations
 _START = __import__("time").perf_counter()  # the child's clock starts before torch is imported
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -225,25 +224,20 @@ ROWS = (
 )
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _provenance_module() -> Any:
+    """``benchmarks/gpu/provenance.py`` (the code version and the environment of every result), imported by path:
+    this folder holds scripts, not a package."""
+    folder = str(Path(__file__).resolve().parent / "gpu")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import provenance
+
+    return provenance
 
 
 def provenance(device: str) -> dict[str, Any]:
-    """The code version and the environment (``benchmarks/gpu/provenance.py``, loaded by path: this folder holds
-    scripts, not a package)."""
-    path = Path(__file__).resolve().parent / "gpu" / "provenance.py"
-    spec = importlib.util.spec_from_file_location("learnloss_benchmark_provenance", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.provenance(device)
+    """The code version and the environment (``benchmarks/gpu/provenance.py``)."""
+    return dict(_provenance_module().provenance(device))
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -251,7 +245,7 @@ def machine(device: str) -> dict[str, Any]:
 
     gpu = torch.cuda.get_device_name() if device != "cpu" and torch.cuda.is_available() else None
     return {
-        "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "cpu": _provenance_module().cpu_model(), "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "platform": platform.platform(), "torch_threads_default": torch.get_num_threads(),

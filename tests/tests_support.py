@@ -61,6 +61,24 @@ def init_grey_project(tmp_path: Path) -> tuple[int, np.random.Generator]:
     return code, rng
 
 
+def queried_grey_project(tmp_path: Path) -> Path:
+    """:func:`init_grey_project` after one ``query --k 4`` (cycle 0 trained), and ``tmp_path/labeled/{a,b}/{0,1,2}.png``
+    (12x12 grey) to evaluate it on; the project's folder."""
+    from PIL import Image
+
+    from learnloss.cli.main import main
+
+    code, rng = init_grey_project(tmp_path)
+    assert code == 0
+    assert main(["query", str(tmp_path / "proj"), "--k", "4", "--quiet", "--device", "cpu"]) == 0
+    for name in ("a", "b"):
+        (tmp_path / "labeled" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8), mode="L").save(
+                tmp_path / "labeled" / name / f"{i}.png")
+    return tmp_path / "proj"
+
+
 def store_snapshot(store) -> list[list[tuple]]:
     """Every row of a project store's labels, imports and queries: compare before and after a refused write."""
     return [list(store.db.execute(f"SELECT * FROM {table} ORDER BY 1")) for table in ("labels", "imports", "queries")]

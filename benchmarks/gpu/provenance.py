@@ -87,7 +87,7 @@ def _nvidia_smi() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -111,8 +111,8 @@ def environment(device: str = "auto") -> dict[str, Any]:
     return {
         "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device": "cuda" if cuda else "cpu", "device_name": gpu["name"] if gpu else _cpu_model(), "gpu": gpu,
-        "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "device": "cuda" if cuda else "cpu", "device_name": gpu["name"] if gpu else cpu_model(), "gpu": gpu,
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     }
 

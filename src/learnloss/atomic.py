@@ -31,7 +31,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import IO, Any
 
@@ -336,10 +336,9 @@ def read_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | None 
         return handle.read()
 
 
-def remove_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> bool:
-    """Delete the regular file ``path`` below ``root`` (default: its own folder) — never a symbolic link, a folder,
-    or anything a link leads to; whether it was deleted. A file that is already gone, lies behind a link, or cannot
-    be deleted, is left alone."""
+def _remove(path: str | os.PathLike[str], root: str | os.PathLike[str] | None, kind: Callable[[int], bool]) -> bool:
+    """Delete ``path`` below ``root`` when its own mode (never what a link leads to) is of ``kind``; whether it was
+    deleted. Anything else, or anything behind a link on the way, is left alone."""
     try:
         base, names = _parts(path, root)
     except ValueError:
@@ -348,42 +347,31 @@ def remove_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | Non
         return False
     if not _HAVE_DIR_FD:
         target = base.joinpath(*names)
-        if target.is_symlink() or not target.is_file():
-            return False
-        with contextlib.suppress(OSError):
+        try:
+            if not kind(os.lstat(target).st_mode):
+                return False
             target.unlink()
-            return True
-        return False
+        except OSError:
+            return False
+        return True
     try:
         with _folder(base, names[:-1], create=False) as folder_fd:
-            if not stat.S_ISREG(os.stat(names[-1], dir_fd=folder_fd, follow_symlinks=False).st_mode):
+            if not kind(os.stat(names[-1], dir_fd=folder_fd, follow_symlinks=False).st_mode):
                 return False
-            os.unlink(names[-1], dir_fd=folder_fd)
+            os.unlink(names[-1], dir_fd=folder_fd)  # unlink(2) removes a link itself, never what it points to
             return True
     except (OSError, LinkRefusedError):
         return False
+
+
+def remove_file(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> bool:
+    """Delete the regular file ``path`` below ``root`` (default: its own folder) — never a symbolic link, a folder,
+    or anything a link leads to; whether it was deleted. A file that is already gone, lies behind a link, or cannot
+    be deleted, is left alone."""
+    return _remove(path, root, stat.S_ISREG)
 
 
 def remove_link(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> bool:
     """Delete the symbolic link ``path`` below ``root`` (default: its own folder) — the link only, never what it
     points to; whether it was deleted. Anything that is not a link (or lies behind one) is left alone."""
-    try:
-        base, names = _parts(path, root)
-    except ValueError:
-        return False
-    if not _HAVE_DIR_FD:
-        target = base.joinpath(*names)
-        if not target.is_symlink():
-            return False
-        with contextlib.suppress(OSError):
-            target.unlink()
-            return True
-        return False
-    try:
-        with _folder(base, names[:-1], create=False) as folder_fd:
-            if not stat.S_ISLNK(os.stat(names[-1], dir_fd=folder_fd, follow_symlinks=False).st_mode):
-                return False
-            os.unlink(names[-1], dir_fd=folder_fd)  # unlink(2) removes the link itself
-            return True
-    except (OSError, LinkRefusedError):
-        return False
+    return _remove(path, root, stat.S_ISLNK)

@@ -6,12 +6,11 @@ import csv
 import json
 import math
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from learnloss.cli.main import main
-from tests_support import init_grey_project
+from tests_support import queried_grey_project
 from learnloss.jsonio import write_json
 from learnloss.runs.experiment import run_experiment
 from learnloss.runs.presets import resolve_spec
@@ -35,16 +34,9 @@ def run(tmp_path_factory):
 @pytest.fixture
 def project(tmp_path, capsys):
     """A project of 30 grey 8x8 images, classes a and b, 6 labeled, no test items; one query trained cycle 0."""
-    code, rng = init_grey_project(tmp_path)
-    assert code == 0
-    assert main(["query", str(tmp_path / "proj"), "--k", "4", "--quiet", "--device", "cpu"]) == 0
-    labeled = tmp_path / "labeled"
-    for name in ("a", "b"):
-        (labeled / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8), mode="L").save(labeled / name / f"{i}.png")
+    project = queried_grey_project(tmp_path)
     capsys.readouterr()
-    return tmp_path / "proj"
+    return project
 
 
 def test_evaluate_a_run_prints_its_recorded_accuracy(run, capsys):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import EpsImagePlugin, Image, PngImagePlugin
-from tests_support import init_grey_project
+from tests_support import queried_grey_project
 
 from learnloss.cli.main import main
 from learnloss.data.limits import ResourceLimitError
@@ -234,18 +234,12 @@ def test_the_documented_pixel_limit_applies_at_init_and_at_query(tmp_path):
 def trained_project(tmp_path, capsys):
     """A project of 30 grey 8x8 images trained once, and ``labeled/{a,b}/*.png`` with ``labeled/b/link.png`` a
     symlink to an image outside ``labeled``."""
-    code, rng = init_grey_project(tmp_path)
-    assert code == 0
-    assert main(["query", str(tmp_path / "proj"), "--k", "4", "--quiet", "--device", "cpu"]) == 0
+    project = queried_grey_project(tmp_path)
     labeled = tmp_path / "labeled"
-    for name in ("a", "b"):
-        (labeled / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8), mode="L").save(labeled / name / f"{i}.png")
     Image.new("L", (12, 12), 7).save(tmp_path / "secret.png")
     (labeled / "b" / "link.png").symlink_to(tmp_path / "secret.png")
     capsys.readouterr()
-    return tmp_path / "proj", labeled
+    return project, labeled
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])

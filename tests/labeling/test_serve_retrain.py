@@ -113,3 +113,39 @@ def test_labels_arriving_while_the_model_retrains_are_trained_on_and_nothing_is_
     assert {path.name for path in (project / "checkpoints").iterdir()} == recorded, "a checkpoint no cycle records"
     capsys.readouterr()
     assert main(["doctor", str(project)]) == 0, capsys.readouterr().out
+
+
+def test_while_labels_keep_arriving_each_interrupted_retraining_still_publishes_its_model(tmp_path):
+    """People label without pause: every retraining is kept from recording its query by the labels that arrived
+    meanwhile, yet the model it trained answers from then on (``learnloss-cycle-1-<labels>``), so predictions
+    improve while labeling goes on; once labeling stops, the last retraining queries and the version is the cycle's."""
+    images = tmp_path / "documents" / "photos"
+    truth = make_images(images, per_class=12)
+    seed = tmp_path / "labels.csv"
+    seed.write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items() if int(n[4:6]) % 12 < 2))
+    project = tmp_path / "project"
+    assert main(["init", str(project), "--images", str(images), "--classes", ",".join(CLASSES), "--labels", str(seed),
+                 "--epochs", "2", "--image-size", "16", "--seed", "0"]) == 0
+    assert main(["query", str(project), "--k", "2", "--quiet"]) == 0
+    backend = LabelStudioBackend(project, ServeConfig(retrain_every=10**6, query=2, device="cpu"),
+                                 ProjectReader(project_spec, project_dataset), query_project)
+    assert backend.load() and backend.model_version == "learnloss-cycle-0"
+    with ProjectStore(project) as store:
+        labeled = store.current_labels()
+        free = [(item, source) for item, source in store.items("pool") if item not in labeled]
+    assert backend.maybe_retrain(force=True)
+    published = None
+    for number, (item, source) in enumerate(free, start=1):  # a label every 50 ms while the model retrains
+        assert backend.webhook(_event(item, source, truth[source], number))["added"] == 1
+        if backend.model_version.startswith("learnloss-cycle-1-"):
+            published = backend.model_version, backend.labels_since_training()
+            break
+        time.sleep(0.05)
+    assert published is not None, "no interrupted retraining published its model"
+    assert published[1] > 0  # it was trained on fewer labels than are stored: the labels that interrupted it
+    backend.wait_for_training(600)
+    with ProjectStore(project) as store:
+        cycle = store.last_cycle()
+        stored = len(store.current_labels())
+    assert cycle["status"] == "queried" and backend.model_version == f"learnloss-cycle-{cycle['cycle']}"
+    assert cycle["metrics"]["n_labeled"] == stored and backend.labels_since_training() == 0

@@ -204,3 +204,19 @@ def make_images(folder: Path, per_class: int = 10, seed: int = 0) -> dict[str, s
             Image.fromarray(pixels).save(folder / file)
             truth[file] = name
     return truth
+
+
+def trained_photos_project(base: Path) -> tuple[Path, dict[str, str]]:
+    """A project of 18 images under ``base/documents/photos`` (:func:`make_images`, 6 per class; 2 per class labeled
+    by init) after one query, so that it has a model that answers ``/predict``: the project and file name -> class."""
+    from learnloss.cli.main import main
+
+    images = base / "documents" / "photos"
+    truth = make_images(images, per_class=6)
+    labels = base / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items() if int(n[4:6]) % 6 < 2))
+    project = base / "project"
+    assert main(["init", str(project), "--images", str(images), "--classes", ",".join(CLASSES), "--labels",
+                 str(labels), "--epochs", "1", "--image-size", "16", "--seed", "0"]) == 0
+    assert main(["query", str(project), "--k", "2", "--quiet"]) == 0
+    return project, truth

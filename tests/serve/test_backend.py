@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "labelstudio"))
 
 from annotation_support import CLASSES as BOX_CLASSES  # noqa: E402
 from annotation_support import TINY, box_images, seed_paths, write_coco  # noqa: E402
-from lsclient import CLASSES, make_images  # noqa: E402
+from lsclient import CLASSES, make_images, trained_photos_project  # noqa: E402
 from tests_support import store_snapshot  # noqa: E402
 
 from learnloss.cli.main import main  # noqa: E402
@@ -33,14 +33,7 @@ TOKEN = "a-token-of-enough-length-42"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("serve")
-    images = base / "documents" / "photos"
-    truth = make_images(images, per_class=6)
-    labels = base / "labels.csv"
-    labels.write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items() if int(n[4:6]) % 6 < 2))
-    project = base / "project"
-    assert main(["init", str(project), "--images", str(images), "--classes", ",".join(CLASSES), "--labels",
-                 str(labels), "--epochs", "1", "--image-size", "16", "--seed", "0"]) == 0
-    assert main(["query", str(project), "--k", "2", "--quiet"]) == 0
+    project, truth = trained_photos_project(base)
     return project, truth
 
 

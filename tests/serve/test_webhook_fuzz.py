@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "labelstudio"))
 
-from lsclient import CLASSES, make_images  # noqa: E402
+from lsclient import CLASSES, trained_photos_project  # noqa: E402
 
-from learnloss.cli.main import main  # noqa: E402
 from learnloss.labeling.backend import LabelStudioBackend, ServeConfig  # noqa: E402
 from learnloss.labeling.workflow import project_dataset, project_spec, query_project  # noqa: E402
 from learnloss.project.database import DB_FILENAME  # noqa: E402
@@ -44,14 +43,7 @@ def served(tmp_path_factory):
     """A trained project (18 images, 6 labeled, one query), its pristine store, a backend that never retrains by
     count, the application's test client, and the items the events name."""
     base = tmp_path_factory.mktemp("fuzz")
-    images = base / "documents" / "photos"
-    truth = make_images(images, per_class=6)
-    labels = base / "labels.csv"
-    labels.write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items() if int(n[4:6]) % 6 < 2))
-    project = base / "project"
-    assert main(["init", str(project), "--images", str(images), "--classes", ",".join(CLASSES), "--labels",
-                 str(labels), "--epochs", "1", "--image-size", "16", "--seed", "0"]) == 0
-    assert main(["query", str(project), "--k", "2", "--quiet"]) == 0
+    project, _ = trained_photos_project(base)
     pristine = base / "pristine.db"
     shutil.copyfile(project / DB_FILENAME, pristine)
     backend = LabelStudioBackend(project, ServeConfig(retrain_every=10**6), ProjectReader(project_spec, project_dataset),

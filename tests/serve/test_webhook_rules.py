@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "labelstudio"))
 
-from lsclient import CLASSES, make_images  # noqa: E402
+from lsclient import trained_photos_project  # noqa: E402
 from tests_support import store_snapshot  # noqa: E402
 
 from learnloss.cli.main import main  # noqa: E402
@@ -36,14 +36,7 @@ T1, T2, T3 = "2024-05-01T10:00:00.000000Z", "2024-05-02T10:00:00.000000Z", "2024
 def trained(tmp_path_factory):
     """A project of 18 images (6 labeled by init) after one query: a model that answers /predict."""
     base = tmp_path_factory.mktemp("rules")
-    images = base / "documents" / "photos"
-    truth = make_images(images, per_class=6)
-    labels = base / "labels.csv"
-    labels.write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items() if int(n[4:6]) % 6 < 2))
-    project = base / "project"
-    assert main(["init", str(project), "--images", str(images), "--classes", ",".join(CLASSES), "--labels",
-                 str(labels), "--epochs", "1", "--image-size", "16", "--seed", "0"]) == 0
-    assert main(["query", str(project), "--k", "2", "--quiet"]) == 0
+    project, _ = trained_photos_project(base)
     return project
 
 

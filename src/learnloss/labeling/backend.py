@@ -62,7 +62,7 @@ from learnloss.runs.evaluate import ProjectReader, TrainedRun, load_trained
 from learnloss.strategies import build_strategy
 from learnloss.strategies.base import QueryContext, Strategy
 
-__all__ = ["BackendError", "LabelStudioBackend", "ServeConfig"]
+__all__ = ["BackendError", "LabelStudioBackend", "ServeConfig", "model_version"]
 
 log = logging.getLogger("learnloss.serve")
 
@@ -115,6 +115,16 @@ class _Model:
     n_labeled: int
 
 
+def model_version(cycle: Mapping[str, Any]) -> str:
+    """The version of the model a project's ``cycle`` trained, as Label Studio shows it on predictions:
+    ``learnloss-cycle-<N>`` for a queried cycle, ``learnloss-cycle-<N>-<first 8 of its label fingerprint>`` for one
+    trained but not queried (retrained again on other labels, it is another model of the same cycle number)."""
+    version = f"learnloss-cycle-{cycle['cycle']}"
+    if cycle.get("status") == "queried":
+        return version
+    return f"{version}-{str(cycle.get('label_fingerprint') or '')[:8]}"
+
+
 def _task_data(task: Any, where: str) -> Mapping[str, Any]:
     data = task.get("data") if isinstance(task, Mapping) else None
     if not isinstance(data, Mapping):
@@ -161,23 +171,25 @@ class LabelStudioBackend:
 
     @property
     def model_version(self) -> str:
-        """The version of the model that answers now (``learnloss-cycle-<N>``), or ``learnloss-untrained``."""
+        """The version of the model that answers now, or ``learnloss-untrained`` (:func:`model_version`)."""
         model = self._model
         return model.version if model is not None else UNTRAINED
 
     def load(self) -> bool:
-        """Load the project's latest trained cycle, if it is newer than the one loaded; whether one is loaded."""
+        """Load the project's latest trained cycle, if it is another than the one loaded; whether one is loaded.
+
+        A cycle trained but not queried counts: a retraining that labels arriving meanwhile kept from recording its
+        query (:class:`~learnloss.runs.journal.LabelingJournal`) still trained a newer model, which answers until
+        the next retraining — so that while people keep labeling, predictions keep improving."""
         with ProjectStore(self.project, kind="labeling") as store:
             cycles = [c for c in store.cycles() if c["checkpoint"]]
         if not cycles:
             return self._model is not None
-        latest = cycles[-1]
-        version = f"learnloss-cycle-{latest['cycle']}"
-        if self._model is not None and self._model.version == version:
+        if self._model is not None and self._model.version == model_version(cycles[-1]):
             return True
         trained = load_trained(self.project, self.config.device, project=self._reader)
         strategy = build_strategy(self._strategy_name)
-        model = _Model(trained, strategy, f"learnloss-cycle-{trained.cycle['cycle']}",
+        model = _Model(trained, strategy, model_version(trained.cycle),
                        int(trained.cycle["metrics"].get("n_labeled") or 0))
         with self._model_lock:
             self._model = model
@@ -270,6 +282,10 @@ class LabelStudioBackend:
             return None
         except LearnLossError as error:  # busy project, labels that arrived meanwhile, damaged checkpoint: said
             self.last_training_error = str(error)
+            try:  # labels that arrived meanwhile refuse the query, not the training: its model answers until the next
+                self.load()
+            except LearnLossError as failed:
+                log.warning("the retrained model was not loaded: %s", failed)
         except Exception as error:  # noqa: BLE001 - a background thread must report, not die silently
             self.last_training_error = f"{type(error).__name__}: {error}"
             log.exception("retraining failed")
