@@ -88,12 +88,16 @@ def test_throughput_side_by_side_and_trials_are_recorded(dry_run: tuple[subproce
 
 
 def test_a_failing_step_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
-    proc = _run(tmp_path, timeout=300, LEARNLOSS_GPU_STEPS="tests trials",
+    # trials is the cheapest step that can follow the failing one ("throughput" runs speed and then throughput, about
+    # twice as long; "speed" is not a step of its own); one arm halves its work
+    proc = _run(tmp_path, timeout=300, LEARNLOSS_GPU_STEPS="tests trials", LEARNLOSS_GPU_TRIAL_ARMS="random",
                 LEARNLOSS_GPU_TESTS="tests/cuda/test_no_such_file.py")
     assert proc.returncode == 1, proc.stdout[-3000:]
     steps = {s["step"]: s for s in json.loads((tmp_path / "summary.json").read_text())["steps"]}
     assert steps["tests"]["status"] == "failed" and steps["tests"]["rc"] != 0
     assert steps["trials"]["status"] == "ok"  # the next step ran all the same
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    assert [(t["name"], t["status"]) for t in trials] == [("random-seed0", "complete")]
     assert "1 step(s) failed or ran out of time" in proc.stdout
 
 

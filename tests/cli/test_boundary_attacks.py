@@ -1,5 +1,10 @@
-"""Attacks on the error boundary through real processes: file names that are not UTF-8 (handed over as raw bytes),
-and a reader of the output that goes away."""
+"""Attacks on the error boundary: file names that are not UTF-8, a reader of the output that goes away, and hostile
+results files.
+
+Python decodes argv bytes that are not UTF-8 with surrogateescape, so ``os.fsdecode(b"bad\\xff.csv")`` is exactly
+what ``sys.argv`` holds for such a name: most attacks call ``main`` in-process with those strings (the same code as
+the ``learnloss`` process minus interpreter start-up). One test hands raw bytes to a real process, and the broken
+pipe needs a real process and a real pipe."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,10 +40,41 @@ def project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     return tmp_path / "proj"
 
 
-def _one_refusal(result: subprocess.CompletedProcess[bytes], shown: str, tmpdir: Path) -> None:
-    err = result.stderr.decode("utf-8", "backslashreplace")
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> Callable[[list[bytes]], tuple[int, str, Path]]:
+    """``learnloss ARGS`` in-process as the process would run it: in ``tmp_path``, its temporary folder (where a
+    traceback file would go) an empty ``tmp_path/tmp``, arguments decoded from bytes as Python decodes ``sys.argv``.
+    Returns the exit code, stderr and that temporary folder."""
+    import tempfile
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setenv("LEARNLOSS_TRACEBACK", "")
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+
+    def call(args: list[bytes]) -> tuple[int, str, Path]:
+        capsys.readouterr()
+        argv = [os.fsdecode(arg) for arg in args]
+        try:
+            code = main(argv)
+        except SystemExit as stop:  # what argparse does for a usage error
+            code = stop.code if isinstance(stop.code, int) else 1
+        return code, capsys.readouterr().err, tmpdir
+
+    return call
+
+
+def _one_refusal(result: subprocess.CompletedProcess[bytes] | tuple[int, str, Path], shown: str,
+                 tmpdir: Path) -> None:
+    if isinstance(result, tuple):
+        returncode, err = result[0], result[1]
+    else:
+        returncode, err = result.returncode, result.stderr.decode("utf-8", "backslashreplace")
     lines = err.strip().splitlines()
-    assert result.returncode == EXIT_USAGE, err
+    assert returncode == EXIT_USAGE, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("learnloss: error: ") and f"'{shown}'" in lines[0], err
     assert "not valid UTF-8" in lines[0] and "rename it" in lines[0], err
@@ -55,38 +92,32 @@ def test_label_file_named_in_latin1_is_one_line_and_the_store_is_untouched(proje
     assert (project / "learnloss.db").read_bytes() == before
 
 
-def test_init_with_images_in_a_latin1_folder_creates_nothing(tmp_path: Path) -> None:
+def test_init_with_images_in_a_latin1_folder_creates_nothing(tmp_path: Path, in_process) -> None:
     from PIL import Image
 
     folder = os.fsencode(tmp_path) + b"/ph\xff"
     os.mkdir(folder)
     for i in range(4):
         Image.new("L", (8, 8), 40 * i).save(os.fsdecode(folder + f"/{i}.png".encode()))
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    result = _learnloss([b"init", b"pj", b"--images", b"ph\xff", b"--classes", b"a,b"], tmp_path, tmpdir)
-    _one_refusal(result, "ph\\xff", tmpdir)
+    result = in_process([b"init", b"pj", b"--images", b"ph\xff", b"--classes", b"a,b"])
+    _one_refusal(result, "ph\\xff", result[2])
     assert not (tmp_path / "pj").exists()
 
 
-def test_init_of_a_latin1_project_folder_creates_nothing(tmp_path: Path) -> None:
+def test_init_of_a_latin1_project_folder_creates_nothing(tmp_path: Path, in_process) -> None:
     from PIL import Image
 
     (tmp_path / "imgs").mkdir()
     for i in range(4):
         Image.new("L", (8, 8), 40 * i).save(tmp_path / "imgs" / f"{i}.png")
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    result = _learnloss([b"init", b"pj\xff", b"--images", b"imgs", b"--classes", b"a,b"], tmp_path, tmpdir)
-    _one_refusal(result, "pj\\xff", tmpdir)
+    result = in_process([b"init", b"pj\xff", b"--images", b"imgs", b"--classes", b"a,b"])
+    _one_refusal(result, "pj\\xff", result[2])
     assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"imgs", b"tmp"]
 
 
-def test_backup_to_a_latin1_file_writes_nothing(project: Path, tmp_path: Path) -> None:
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    result = _learnloss([b"backup", os.fsencode(project), b"b\xff.db"], tmp_path, tmpdir)
-    _one_refusal(result, "b\\xff.db", tmpdir)
+def test_backup_to_a_latin1_file_writes_nothing(project: Path, tmp_path: Path, in_process) -> None:
+    result = in_process([b"backup", os.fsencode(project), b"b\xff.db"])
+    _one_refusal(result, "b\\xff.db", result[2])
     assert not os.path.exists(os.fsencode(tmp_path) + b"/b\xff.db")
 
 
@@ -168,20 +199,17 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE_RESULTS))
 @pytest.mark.parametrize("command", ["compare", "evaluate"])
-def test_a_hostile_results_file_is_one_usage_line_naming_it(finished_run: Path, tmp_path: Path, kind: str,
-                                                            command: str) -> None:
+def test_a_hostile_results_file_is_one_usage_line_naming_it(finished_run: Path, tmp_path: Path, in_process,
+                                                            kind: str, command: str) -> None:
     import shutil
 
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     (out / "results.json").write_text(HOSTILE_RESULTS[kind])
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
     args = [b"compare", os.fsencode(out), b"--plot", os.fsencode(tmp_path / "plot.png")] if command == "compare" \
         else [b"evaluate", os.fsencode(out), b"--device", b"cpu"]
-    result = _learnloss(args, tmp_path, tmpdir)
-    err = result.stderr.decode()
-    assert result.returncode == EXIT_USAGE, err
+    returncode, err, tmpdir = in_process(args)
+    assert returncode == EXIT_USAGE, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert str(out / "results.json") in err and "a bug" not in err, err
     assert list(tmpdir.iterdir()) == []

@@ -1,9 +1,11 @@
 """Nothing inside a project or run folder makes learnloss write through a link it did not make.
 
-Each attack is made through the real command line in a separate process, with real symbolic links: a link planted
-at ``.lock`` (C1: ``query``, ``remove``, ``run --resume``, ``doctor --fix``), ``exports/`` replaced by a link to an
-outside folder (M9), and a checkpoint holding pickled code whose checksum was written into the store (m5). The file
-or folder outside must stay byte for byte what it was, and the command must say so in one line, never a traceback.
+Each attack is made through the real command line, with real symbolic links: a link planted at ``.lock`` (C1:
+``query``, ``remove``, ``run --resume``, ``doctor --fix``), ``exports/`` replaced by a link to an outside folder (M9),
+and a checkpoint holding pickled code whose checksum was written into the store (m5). The file or folder outside must
+stay byte for byte what it was, and the command must say so in one line, never a traceback. The command line is
+``main(argv)`` in-process (the same code as the ``learnloss`` process minus interpreter start-up); the C1 ``query``
+attack also goes through a separate process.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
 from learnloss.atomic import LinkRefusedError
+from learnloss.cli.main import main
 from learnloss.labeling.maintenance import doctor
 from learnloss.project.exports import QueriedItem, write_query_batch
 from learnloss.project.labelstudio import LabelStudioSetup
@@ -33,13 +38,38 @@ RUN = ["--protocol", "quick", "--epochs", "1", "--cycles", "2", "--initial", "30
 PRECIOUS = b"someone else's file: never to be truncated\n"
 
 
+class Done(NamedTuple):
+    """What one in-process call of the command line did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def _learnloss(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LEARNLOSS_TRACEBACK": ""}
     return subprocess.run([sys.executable, "-m", "learnloss", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
-def _one_line_refusal(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Done]:
+    """``learnloss ARGS`` in-process: the exit code, stdout and stderr of that one call."""
+    monkeypatch.setenv("LEARNLOSS_TRACEBACK", "")
+
+    def call(*args: str | Path) -> Done:
+        capsys.readouterr()
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as stop:  # what argparse does for a usage error
+            code = stop.code if isinstance(stop.code, int) else 1
+        captured = capsys.readouterr()
+        return Done(code, captured.out, captured.err)
+
+    return call
+
+
+def _one_line_refusal(done: Done | subprocess.CompletedProcess[str], *fragments: str) -> str:
     """The refusal's line: a non-zero exit, one line on stderr, no traceback, naming each of ``fragments``."""
     assert done.returncode != 0, done.stdout + done.stderr
     err = done.stderr
@@ -87,10 +117,9 @@ def project(labeling: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished two-cycle simulated run made through the command line."""
+    """A finished two-cycle simulated run made through the command line (in-process)."""
     out = tmp_path_factory.mktemp("run") / "run"
-    done = _learnloss("run", "--out", out, *RUN)
-    assert done.returncode == 0, done.stderr
+    assert main(["run", "--out", str(out), *RUN]) == 0
     return out
 
 
@@ -114,31 +143,31 @@ def test_c1_query_refuses_a_linked_lock_file_and_never_touches_what_it_points_to
     assert _rows(project, "SELECT count(*) FROM queries") == [(0,)], "a query was recorded"
 
 
-def test_c1_remove_refuses_a_linked_lock_file(project, tmp_path):
+def test_c1_remove_refuses_a_linked_lock_file(project, tmp_path, cli):
     outside = _outside_file(tmp_path)
     _plant_lock_link(project, outside)
-    done = _learnloss("remove", project, "1")
+    done = cli("remove", project, "1")
     _one_line_refusal(done, ".lock is a symbolic link")
     assert outside.read_bytes() == PRECIOUS
     assert _rows(project, "SELECT count(*) FROM items WHERE retired_at IS NOT NULL") == [(0,)], "an item was retired"
 
 
-def test_c1_run_resume_refuses_a_linked_lock_file(run_folder, tmp_path):
+def test_c1_run_resume_refuses_a_linked_lock_file(run_folder, tmp_path, cli):
     outside = _outside_file(tmp_path)
     _plant_lock_link(run_folder, outside)
     before = (run_folder / "results.json").read_bytes()
-    done = _learnloss("run", "--out", run_folder, *RUN, "--resume")
+    done = cli("run", "--out", run_folder, *RUN, "--resume")
     _one_line_refusal(done, ".lock is a symbolic link")
     assert outside.read_bytes() == PRECIOUS
     assert (run_folder / "results.json").read_bytes() == before
 
 
-def test_c1_a_hard_linked_lock_file_is_refused_too(project, tmp_path):
+def test_c1_a_hard_linked_lock_file_is_refused_too(project, tmp_path, cli):
     outside = _outside_file(tmp_path)
     lock = project / ".lock"
     lock.unlink(missing_ok=True)
     os.link(outside, lock)
-    done = _learnloss("remove", project, "1")
+    done = cli("remove", project, "1")
     _one_line_refusal(done, "hard links")
     assert outside.read_bytes() == PRECIOUS
     report = doctor(project, fix=True, check_items=False)
@@ -147,20 +176,20 @@ def test_c1_a_hard_linked_lock_file_is_refused_too(project, tmp_path):
     assert os.stat(lock).st_nlink == 1, "the lock file is still the outside file"
 
 
-def test_c1_doctor_reports_a_linked_lock_file_and_fix_removes_only_the_link(project, tmp_path):
+def test_c1_doctor_reports_a_linked_lock_file_and_fix_removes_only_the_link(project, tmp_path, cli):
     outside = _outside_file(tmp_path)
     lock = _plant_lock_link(project, outside)
-    checked = _learnloss("doctor", project)
+    checked = cli("doctor", project)
     assert checked.returncode != 0 and "Traceback" not in checked.stderr
     assert ".lock is a symbolic link" in checked.stdout + checked.stderr
     assert outside.read_bytes() == PRECIOUS
 
-    fixed = _learnloss("doctor", project, "--fix")
+    fixed = cli("doctor", project, "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "Traceback" not in fixed.stderr
     assert outside.read_bytes() == PRECIOUS, "doctor --fix wrote through the link"
     assert not lock.is_symlink() and lock.is_file(), "the link was not replaced by the project's own lock file"
-    assert _learnloss("doctor", project).returncode == 0
+    assert cli("doctor", project).returncode == 0
 
 
 # ------------------------------------------------------------------------------------------------------- M9
@@ -174,9 +203,9 @@ def _link_exports(project: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes]
     return elsewhere, {p.name: p.read_bytes() for p in elsewhere.iterdir()}
 
 
-def test_m9_query_refuses_a_linked_exports_folder_before_anything_is_written(project, tmp_path):
+def test_m9_query_refuses_a_linked_exports_folder_before_anything_is_written(project, tmp_path, cli):
     elsewhere, before = _link_exports(project, tmp_path)
-    done = _learnloss("query", project, "--k", "2", "--quiet")
+    done = cli("query", project, "--k", "2", "--quiet")
     _one_line_refusal(done, f"{project / 'exports'} is a symbolic link",
                       "replace the link by a folder and run again")
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before, "a file was written outside the project"
@@ -239,7 +268,7 @@ class _Hostile:
 
 
 def test_m5_a_checkpoint_with_code_and_a_recorded_checksum_is_refused_without_advising_to_unpickle(run_folder,
-                                                                                                  tmp_path):
+                                                                                                  tmp_path, cli):
     marker = tmp_path / "code-ran"
     buffer = io.BytesIO()
     torch.save({"modules": [_Hostile(marker)]}, buffer)
@@ -252,7 +281,7 @@ def test_m5_a_checkpoint_with_code_and_a_recorded_checksum_is_refused_without_ad
         db.execute("UPDATE cycles SET checkpoint_sha256 = ? WHERE cycle = ?", (hashlib.sha256(data).hexdigest(), cycle))
     db.close()
 
-    done = _learnloss("evaluate", run_folder)
+    done = cli("evaluate", run_folder)
     err = _one_line_refusal(done, f"checkpoint {run_folder / recorded} is not a weights-only file", "exec",
                             "never runs code")
     assert not marker.exists(), "the checkpoint's code ran"
